@@ -1,0 +1,109 @@
+"""`python -m pipeline <command> CONFIG [--set key=value ...]`.
+
+Exit codes: 0 success, 2 usage or config error, 1 runtime failure. Errors are one line (a
+traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from pipeline.config import ConfigError, load_config
+from pipeline.records import RecordError
+from pipeline.runs import Run
+from pipeline.stages import STAGES, NotBuilt, needs_ray, run_stage, stage_module
+
+HELP = {
+    "data": "build the knowledge sets (worlds) and the user's corpus: data/*.parquet",
+    "augment": "augment the training corpus with in-context inferences on Ray Data: augment/",
+    "train": "fine-tune once per FT condition with Ray Train + DeepSpeed: models/<condition>/",
+    "evaluate": "score every test item under every condition: scores/, results.json",
+    "report": "write report.md, plots/ and the cost model from the scores",
+    "run": "run every stage in order, skipping finished ones",
+    "serve": "serve a finished run (evaluator and tuned models) on Ray Serve",
+}
+
+
+class UsageError(ValueError):
+    """Bad command-line usage (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Teach a language model new knowledge in-context, by fine-tuning, or by "
+        "fine-tuning on ICL-augmented data, and compare how each generalizes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("config", metavar="CONFIG", help="YAML run config, e.g. configs/demo.yaml")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
+        p.add_argument("--force", action="store_true",
+                       help="redo stages that already finished, and accept a changed config for an existing run folder")
+        p.add_argument("--debug", action="store_true", help="print tracebacks on errors")
+    return parser
+
+
+def execute(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    run = Run.of(cfg)
+    run.save_config(cfg, force=args.force)
+    if args.command == "serve":
+        from serve.app import main as serve_main
+
+        return serve_main(cfg, run) or 0
+    names = list(STAGES) if args.command == "run" else [args.command]
+    built = []
+    for name in names:
+        try:
+            stage_module(name)
+            built.append(name)
+        except NotBuilt as err:
+            if args.command != "run":
+                raise
+            print(f"[{name}] {err}; skipped")
+    if needs_ray(built, run, args.force):
+        from pipeline.ray_session import ray_session
+
+        with ray_session(cfg.ray):
+            for name in built:
+                run_stage(name, cfg, run, force=args.force)
+    else:
+        for name in built:
+            run_stage(name, cfg, run, force=args.force)
+    print(f"outputs: {run.dir.resolve()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return execute(args)
+    except (ConfigError, UsageError) as err:
+        _report(err, args.debug)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1
+    except (NotBuilt, RecordError, Exception) as err:  # noqa: BLE001 - the CLI's last line of defence
+        _report(err, args.debug)
+        return 1
+
+
+def _report(err: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    text = str(err).strip() or type(err).__name__
+    first, *rest = text.splitlines()
+    print(f"error: {first}", file=sys.stderr)
+    for line in rest:  # config errors list one offending key per line
+        print(f"       {line}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

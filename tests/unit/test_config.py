@@ -1,0 +1,97 @@
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, RunConfig, apply_override, differing_keys, load_config
+from pipeline.runs import Run
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path, text, overrides=()):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, list(overrides))
+    msg = str(err.value)
+    assert str(path) in msg, msg
+    return msg
+
+
+def test_minimal_config_gets_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, "name: x\n"))
+    assert cfg.output_dir == "runs"
+    assert cfg.run_dir.as_posix() == "runs/x"
+    assert cfg.model.ref == "smollm2-135m-instruct"
+    assert cfg.strategies() == ["local", "global", "oracle"]
+
+
+def test_unknown_key_is_named_with_suggestion(tmp_path):
+    msg = error_of(tmp_path, "name: x\ntrain:\n  lrr: 0.1\n")
+    assert "train.lrr: unknown key" in msg and "did you mean 'lr'" in msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    assert "modle: unknown key" in error_of(tmp_path, "name: x\nmodle: {ref: a}\n")
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    msg = error_of(tmp_path, "name: x\ntrain:\n  batch_size: many\n")
+    assert "train.batch_size" in msg and "'many'" in msg
+
+
+def test_out_of_range_value(tmp_path):
+    assert "train.lr" in error_of(tmp_path, "name: x\ntrain: {lr: -1}\n")
+
+
+def test_missing_required_name(tmp_path):
+    assert "name: required key is missing" in error_of(tmp_path, "seed: 1\n")
+
+
+def test_unknown_condition_is_named(tmp_path):
+    msg = error_of(tmp_path, "name: x\nconditions: [base, ft+magic]\n")
+    assert "conditions" in msg and "ft+magic" in msg
+
+
+def test_bad_literal_choice(tmp_path):
+    assert "train.sentence_split" in error_of(tmp_path, "name: x\ntrain: {sentence_split: words}\n")
+
+
+def test_top_level_not_a_mapping(tmp_path):
+    assert "mapping" in error_of(tmp_path, "- a\n- b\n")
+
+
+def test_set_override_parses_yaml_values(tmp_path):
+    path = write(tmp_path, "name: x\n")
+    cfg = load_config(path, ["train.lr=3e-4", "conditions=[base, icl]", "output_dir=/tmp/o"])
+    assert cfg.train.lr == 3e-4
+    assert cfg.conditions == ["base", "icl"]
+    assert cfg.run_dir.as_posix() == "/tmp/o/x"
+
+
+def test_set_override_errors_name_the_key(tmp_path):
+    assert "train.nope: unknown key" in error_of(tmp_path, "name: x\n", ["train.nope=1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_override({}, "train.lr")
+    with pytest.raises(ConfigError, match="name is a value, not a section"):
+        apply_override({"name": "x"}, "name.sub=1")
+
+
+def test_saved_config_round_trips_and_changed_config_is_refused(tmp_path):
+    cfg = load_config(write(tmp_path, f"name: r\noutput_dir: {tmp_path}/runs\n"))
+    run = Run.of(cfg)
+    run.save_config(cfg)
+    saved = yaml.safe_load(run.config_path.read_text())
+    assert RunConfig.model_validate(saved) == cfg
+    run.save_config(cfg)  # same config: accepted
+    changed = cfg.model_copy(update={"seed": 7})
+    with pytest.raises(ConfigError, match="keys that differ: seed"):
+        run.save_config(changed)
+    run.save_config(changed, force=True)
+    assert yaml.safe_load(run.config_path.read_text())["seed"] == 7
+
+
+def test_differing_keys_ignores_runtime_sections():
+    assert differing_keys({"a": {"b": 1}, "ray": {"x": 1}}, {"a": {"b": 2}, "ray": {"x": 2}}) == ["a.b"]
