@@ -1,0 +1,74 @@
+"""What the report reads from earlier stages: split-level accuracy rows and the cost inputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from pipeline import models
+from pipeline.config import RunConfig
+from pipeline.report.cost import CostInputs
+from pipeline.runs import Run
+
+ALL = "*"
+
+
+def split_rows(results: dict) -> list[dict]:
+    """results.json rows aggregated per (condition, world, split), with stderr 0 when undefined."""
+    rows = []
+    for r in results["rows"]:
+        if r["subtask"] == ALL and r["split"] != ALL:
+            se = r.get("acc_stderr")
+            rows.append({**r, "stderr": 0.0 if se is None or math.isnan(se) else se})
+    return rows
+
+
+def parameter_count(folder: Path) -> int:
+    """Parameters of a model folder, from the safetensors headers (no weights are loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no .safetensors files to count parameters from")
+    for f in files:
+        with safe_open(f, framework="pt") as sf:
+            for name in sf.keys():
+                total += math.prod(sf.get_slice(name).get_shape())
+    return total
+
+
+def _stage_summary(run: Run, stage: str) -> dict:
+    return run.manifest(stage) if run.is_done(stage) else {}
+
+
+def cost_inputs(cfg: RunConfig, run: Run) -> CostInputs:
+    """Token counts and wall times recorded by the stages' manifests and results.json."""
+    import json
+
+    src = models.resolve(cfg.model)
+    params = parameter_count(Path(src)) if not isinstance(src, str) else 0
+    results = json.loads(run.path("results.json").read_text())
+    evaluate = _stage_summary(run, "evaluate").get("summary", {})
+    n_items = max(evaluate.get("items", 0), 1)
+    timing = results.get("timing", {})
+    icl = results.get("icl", {})
+    items_per_world = {}
+    for r in results["rows"]:
+        if r["split"] == ALL and r["condition"] == results["conditions"][0]:
+            items_per_world[r["world"]] = r["n"]
+    query_tokens = {}
+    for cond, t in timing.items():
+        per_item = t["tokens"] / n_items
+        if cond == "icl":
+            prefix = sum(icl.get(w, {}).get("prefix_tokens", 0) * n for w, n in items_per_world.items()) / n_items
+            per_item += prefix
+        query_tokens[cond] = per_item
+    train = _stage_summary(run, "train").get("summary", {})
+    train_tokens = {c: int(v.get("tokens_trained", 0)) for c, v in train.get("conditions", {}).items()}
+    augment = _stage_summary(run, "augment").get("summary", {})
+    augment_tokens = {s: int(v.get("prompt_tokens", 0) + v.get("generated_tokens", 0))
+                      for s, v in augment.get("strategies", {}).items()}
+    seconds = {s: round(run.manifest(s)["seconds"], 1) for s in ("data", "augment", "train", "evaluate") if run.is_done(s)}
+    return CostInputs(params=params, train_tokens=train_tokens, augment_tokens=augment_tokens,
+                      query_tokens=query_tokens, stage_seconds=seconds)

@@ -1,0 +1,91 @@
+"""The `report` stage: report.md, plots/*.png and the cost model, from earlier stages' files.
+
+Reads results.json (evaluate), augment/audit.json (augment, if it ran), the manifests (measured
+stage times and token counts) and the data; writes report.md and plots/ atomically. Pure Python:
+no Ray, no model weights loaded (the parameter count is read from the safetensors headers).
+"""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.config import RunConfig
+from pipeline.report.cost import CostInputs, cost_rows, format_flops
+from pipeline.report.inputs import cost_inputs, split_rows
+from pipeline.report.plots import accuracy_plot
+from pipeline.records import write_text
+from pipeline.runs import Run
+
+NEEDS_RAY = False
+
+
+def run(cfg: RunConfig, run: Run) -> dict:
+    run.require("evaluate")
+    results = json.loads(run.path("results.json").read_text())
+    rows = split_rows(results)
+    conditions = [c for c in cfg.conditions if any(r["condition"] == c for r in rows)]
+    worlds = sorted({r["world"] for r in rows})
+    plots = []
+    if cfg.report.plots:
+        for world in worlds:
+            path = accuracy_plot([r for r in rows if r["world"] == world], world, conditions,
+                                 run.path("plots", f"{world}.png"))
+            plots.append(path.relative_to(run.dir).as_posix())
+    audit_path = run.path("augment", "audit.json")
+    audit = json.loads(audit_path.read_text()) if audit_path.is_file() else None
+    inputs = cost_inputs(cfg, run)
+    costs = cost_rows(inputs, conditions)
+    text = render(cfg, rows, conditions, results, plots, audit, costs, inputs)
+    write_text(run.path("report.md"), text)
+    print(text.split("## Augmentation audit")[0].rstrip())
+    return {"plots": plots, "worlds": worlds, "conditions": conditions,
+            "cost": [{k: v for k, v in r.items()} for r in costs]}
+
+
+def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInputs) -> str:
+    out = [f"# Report: {cfg.name}", "",
+           f"Model `{cfg.model.ref}`; conditions {', '.join(conditions)}; seed {cfg.seed}. "
+           "Accuracy is likelihood multiple choice (the option with the highest summed "
+           "log-probability wins); ± is one standard error.", ""]
+    flagged = results.get("contamination", {}).get("flagged", [])
+    if flagged:
+        out += ["**Contamination check failed:** the base model scores far above chance on "
+                + ", ".join(f"{c['world']}/{c['split']} ({c['acc']:.2f} vs chance {c['chance']:.2f})" for c in flagged)
+                + ": these tests do not need the new knowledge.", ""]
+    out += ["## Accuracy", ""]
+    for world in sorted({r["world"] for r in rows}):
+        out += [f"### {world}", "", "| split | n | chance | " + " | ".join(conditions) + " |",
+                "|---|---|---|" + "---|" * len(conditions)]
+        by = {(r["split"], r["condition"]): r for r in rows if r["world"] == world}
+        for split in sorted({s for s, _ in by}):
+            first = next(r for (s, _), r in by.items() if s == split)
+            cells = [f"{by[(split, c)]['acc']:.2f} ± {by[(split, c)]['stderr']:.2f}" if (split, c) in by else "—" for c in conditions]
+            out.append(f"| {split} | {first['n']} | {first['chance']:.2f} | " + " | ".join(cells) + " |")
+        plot = f"plots/{world}.png"
+        out += ["", f"![{world}]({plot})" if plot in plots else "", ""]
+    out += ["## Augmentation audit", ""]
+    out += _audit_lines(audit) if audit else ["No augmentation ran in this run.", ""]
+    out += ["## Cost", "",
+            f"Model parameters: {inputs.params:,}. Training = 6 × params × trained tokens; augmentation = "
+            "2 × params × (prompt + generated) tokens; a query = 2 × params × (context + question) tokens. "
+            "Break-even: queries after which the condition's total cost falls below ICL's.", "",
+            "| condition | training | augmentation | up front | tokens / query | per query | break-even vs ICL (queries) |",
+            "|---|---|---|---|---|---|---|"]
+    for r in costs:
+        be = r["break_even_vs_icl"]
+        be_text = "—" if be is None and r["condition"] in ("base", "icl") else ("never" if be is None else f"{be:,.0f}")
+        out.append(f"| {r['condition']} | {format_flops(r['train_flops'])} | {format_flops(r['augment_flops'])} | "
+                   f"{format_flops(r['upfront_flops'])} | {r['query_tokens']:,.0f} | {format_flops(r['per_query_flops'])} | {be_text} |")
+    if inputs.stage_seconds:
+        out += ["", "Measured wall time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in inputs.stage_seconds.items()) + "."]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _audit_lines(audit: dict) -> list[str]:
+    lines = ["| world | strategy | sentences | entailed | contradicted | unverifiable | precision | coverage |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in audit.get("by_world_strategy", []):
+        lines.append(
+            f"| {row['world']} | {row['strategy']} | {row['sentences']} | {row['entailed']} | {row['contradicted']} | "
+            f"{row['unverifiable']} | {row['precision']:.2f} | {row['coverage']:.2f} |")
+    return lines + [""]

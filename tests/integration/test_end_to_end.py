@@ -1,0 +1,85 @@
+"""The whole experiment through the CLI on the smoke config (tiny model), in-process and as a
+Ray job on a `ray start` cluster bound to 127.0.0.1 with token authentication."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_run(run: Path, conditions: list[str]) -> dict:
+    results = json.loads((run / "results.json").read_text())
+    report = (run / "report.md").read_text()
+    for cond in conditions:
+        assert cond in report, f"{cond} missing from report.md"
+    assert sorted(p.name for p in (run / "manifests").iterdir()) == sorted(
+        f"{s}.json" for s in ["data", "augment", "train", "evaluate", "report"])
+    assert list((run / "plots").glob("*.png")), "no plots written"
+    return results
+
+
+def test_smoke_run_through_the_cli_and_rerun_skips(tmp_path, ray_cluster):
+    from pipeline.cli import main
+
+    args = ["run", str(ROOT / "configs" / "smoke.yaml"), "--set", f"output_dir={tmp_path}"]
+    assert main(args) == 0
+    run = tmp_path / "smoke"
+    cfg_conditions = __import__("yaml").safe_load((run / "config.yaml").read_text())["conditions"]
+    _check_run(run, cfg_conditions)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run / "manifests").iterdir()}
+    assert main(args) == 0  # everything finished: every stage is skipped
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (run / "manifests").iterdir()}
+    # a different config for the same run folder is refused, naming the key
+    assert main(args + ["--set", "seed=99"]) == 2
+
+
+def test_ray_job_submit_on_a_local_cluster(tmp_path):
+    token = secrets.token_hex(16)
+    gcs, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DS_ACCELERATOR": "cpu"}
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+         f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out = tmp_path / "runs"
+        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+                  "--working-dir", str(ROOT), "--", "python", "-m", "pipeline", "run", "configs/smoke.yaml",
+                  "--set", f"output_dir={out}", "--set", "ray.address=auto"]
+        deadline = time.time() + 60
+        while True:  # the job API comes up a few seconds after the head
+            proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
+            if proc.returncode == 0 or time.time() > deadline or "succeeded" in proc.stdout:
+                break
+            if "Failed to connect" not in proc.stdout + proc.stderr and "Connection" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(3)
+        assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+        _check_run(out / "smoke", __import__("yaml").safe_load((out / "smoke" / "config.yaml").read_text())["conditions"])
+        # without the token the cluster refuses the job API
+        bad = subprocess.run([str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{dash}"],
+                             env={**env, "RAY_AUTH_TOKEN": "wrong" * 6}, capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` drains and stops its processes
+        head.wait(timeout=90)
