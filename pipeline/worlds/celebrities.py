@@ -15,7 +15,6 @@ files. Facts: (name, "has_description", description) for people trained name-fir
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from pipeline.worlds import DataFileError, WorldError
 from pipeline.worlds.choices import balance_answers
-from pipeline.worlds.templates import facts_key
+from pipeline.worlds.templates import PerFacts
 
 WORLD = "celebrities"
 FORWARD, BACKWARD = "has_description", "is_description_of"
@@ -212,24 +211,26 @@ def _keys(text: str) -> list[tuple[int, str]]:
             if len(m.group()) >= 4 and m.group().lower() not in _STOP]
 
 
-@functools.lru_cache(maxsize=8)
-def _index(triples: tuple[tuple[str, str, str], ...]):
+def _build_index(facts: list[dict]):
     """(name -> description, name -> description keys, key -> weight) of a world's facts."""
     people = {}
-    for s, r, o in triples:
-        name, d = (s, o) if r == FORWARD else (o, s)
+    for f in facts:
+        name, d = (f["subject"], f["object"]) if f["relation"] == FORWARD else (f["object"], f["subject"])
         people[name] = d
     keys = {n: {k for _, k in _keys(d)} for n, d in people.items()}
     df = Counter(k for ks in keys.values() for k in ks)
     return people, keys, {k: 1 / c for k, c in df.items()}
 
 
+_index = PerFacts(_build_index)
+
+
 def parse(text: str, facts: list[dict]) -> list[tuple[str, str, str]] | None:
     """Names one known person and describes one: the person whose description's distinctive
     words (weighted by 1 / how many descriptions share them) the text matches best, matching
     at least 30% of that description's weight and at least one fully distinctive word's worth.
-    Which comes first, name or description, decides the relation."""
-    people, keys, weight = _index(facts_key(facts))
+    Which comes first, the name or most of the description, decides the relation."""
+    people, keys, weight = _index(facts)
     found = [(text.lower().find(n.lower()), n) for n in people if n.lower() in text.lower()]
     if len(found) != 1:
         return None
@@ -243,6 +244,7 @@ def parse(text: str, facts: list[dict]) -> list[tuple[str, str, str]] | None:
     if len(top) != 1 or best < max(1.0, 0.3 * sum(weight[k] for k in keys[top[0]])):
         return None
     owner = top[0]
-    first = min(pos for pos, k in words if k in keys[owner])
+    positions = sorted(pos for pos, k in words if k in keys[owner])
+    middle = positions[len(positions) // 2]  # where most of the description is
     d = people[owner]
-    return [(name, FORWARD, d)] if at < first else [(d, BACKWARD, name)]
+    return [(name, FORWARD, d)] if at < middle else [(d, BACKWARD, name)]

@@ -13,10 +13,9 @@ The parser also accepts plural phrasings ("gruds are rony", "gruds have blick").
 
 from __future__ import annotations
 
-import functools
 import re
 
-from pipeline.worlds.templates import (article, compile_template, facts_key, lead_in_pattern,
+from pipeline.worlds.templates import (PerFacts, article, compile_template, lead_in_pattern,
                                        normalise, parse_text, strip_lead_in)
 
 #: Relations that have an inverse, and the inverse's name.
@@ -87,14 +86,17 @@ def _compiled() -> list[tuple[str, re.Pattern]]:
 _PATTERNS = _compiled()
 
 
-@functools.lru_cache(maxsize=8)
-def lexicon_of(triples: tuple[tuple[str, str, str], ...]) -> tuple[set[str], dict[str, set[str]]]:
-    """(category words, relation -> words that may be its object) from a world's fact triples."""
+def _lexicon_of(facts: list[dict]) -> tuple[set[str], dict[str, set[str]]]:
+    """(category words, relation -> words that may be its object) from a world's facts."""
+    triples = [(f["subject"], f["relation"], f["object"]) for f in facts]
     categories = {w for s, r, o in triples if r == "is_a" for w in (s, o)} | {s for s, _, _ in triples}
     objects: dict[str, set[str]] = {}
     for _, r, o in triples:
         objects.setdefault(r, set()).add(o)
     return categories, objects
+
+
+lexicon_of = PerFacts(_lexicon_of)
 
 
 def _word(w: str, known: set[str]) -> str | None:
@@ -123,5 +125,5 @@ def parse_sentence(sentence: str, categories: set[str], objects: dict[str, set[s
 
 
 def parse(text: str, facts: list[dict]) -> list[tuple[str, str, str]] | None:
-    categories, objects = lexicon_of(facts_key(facts))
+    categories, objects = lexicon_of(facts)
     return parse_text(text, lambda s: parse_sentence(s, categories, objects))

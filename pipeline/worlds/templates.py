@@ -101,6 +101,19 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def facts_key(facts: list[dict]) -> tuple[tuple[str, str, str], ...]:
-    """A hashable summary of a fact list, to cache the lookup tables a parser builds from it."""
-    return tuple((f["subject"], f["relation"], f["object"]) for f in facts)
+class PerFacts:
+    """Caches a lookup table a parser builds from a fact list (parse is called once per sentence
+    with the same list). The cache is keyed on the list object and its length, so a new or
+    grown list is indexed afresh; a list edited in place without changing length is not."""
+
+    def __init__(self, build):
+        self._build = build
+        self._recent: list[tuple[list, int, object]] = []
+
+    def __call__(self, facts: list[dict]):
+        for seen, n, table in self._recent:
+            if seen is facts and n == len(facts):
+                return table
+        table = self._build(facts)
+        self._recent = [(facts, len(facts), table)] + self._recent[:3]
+        return table
