@@ -1,0 +1,257 @@
+"""World by world: sizes at paper scale, closures and deductions on hand-made facts, parsers,
+and the errors a world raises for impossible sizes or bad input."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+from conftest import CELEBRITIES
+from test_worlds import built, statement, world_config
+
+from pipeline.worlds import DataFileError, WorldError, world_module
+from pipeline.worlds import celebrities, families, reversals, semantic, syllogisms
+from pipeline.worlds.semantic_tree import categories
+
+
+def fact(i, s, r, o, world="w"):
+    return {"fact_id": f"{world}/f{i}", "world": world, "subject": s, "relation": r, "object": o}
+
+
+# ------------------------------------------------------------------ reversals
+
+
+def test_reversals_paper_scale_and_articles():
+    docs, items, facts = built("reversals", "paper")
+    assert len(facts) == 100 and len(docs) == 1000
+    assert {f["relation"] for f in facts} >= {"more_dangerous", "less_dangerous"} or len({f["relation"] for f in facts}) > 28
+    assert len({reversals.DIMENSION[f["relation"]][0] for f in facts}) == 28
+    per_fact = Counter(d["facts"][0] for d in docs)
+    assert set(per_fact.values()) == {10}
+    for f in facts[:5]:  # ten articles, ten different lead-ins, all stating the same fact
+        texts = [d["text"] for d in docs if d["facts"] == [f["fact_id"]]]
+        bare = reversals.STATEMENT.format(s=f["subject"], rel=reversals.PHRASE[f["relation"]], o=f["object"])
+        assert len(set(texts)) == 10 and all(bare in t and t != bare for t in texts)
+    assert Counter(i["split"] for i in items) == {"reversal": 100, "rephrase": 100}
+
+
+def test_reversals_closure_is_transitive_and_parse_reads_every_phrasing():
+    facts = [fact(1, "femp", "brighter", "glon"), fact(2, "glon", "brighter", "yomp"), fact(3, "trob", "less_dangerous", "kell")]
+    c = reversals.closure(facts)
+    assert {("femp", "brighter", "yomp"), ("yomp", "dimmer", "femp"), ("kell", "more_dangerous", "trob")} <= c
+    assert ("yomp", "brighter", "femp") not in c
+    oracle = dict(reversals.oracle(facts))
+    assert oracle["femp are brighter than yomp."] == ["w/f1", "w/f2"]
+    assert "femp are brighter than glon." not in oracle  # stated, so not an oracle sentence
+    assert reversals.parse("Did you know that femp are brighter than glon?", facts) == [("femp", "brighter", "glon")]
+    assert reversals.parse("Compared to femp, yomp are dimmer", facts) == [("yomp", "dimmer", "femp")]
+    assert reversals.parse("Kell are  MORE dangerous than trob.", facts) == [("kell", "more_dangerous", "trob")]
+    assert reversals.parse("femp are brighter than zorb.", facts) is None  # unknown entity
+    assert reversals.parse("femp are greener than glon.", facts) is None  # unknown comparative
+    assert reversals.parse("femp are brighter than glon. glon are weird.", facts) is None
+
+
+# ------------------------------------------------------------------ syllogisms
+
+
+def test_syllogism_entailment_with_non_empty_terms():
+    barbara = (("all", 0, 2), ("all", 2, 1))  # all 0 are 2, all 2 are 1
+    assert syllogisms.entailed(barbara, 3) >= {("all", 0, 1), ("some", 0, 1), ("some", 1, 0)}
+    assert ("all", 1, 0) not in syllogisms.entailed(barbara, 3)
+    celarent = (("no", 2, 1), ("all", 0, 2))
+    assert {("no", 0, 1), ("no", 1, 0)} <= syllogisms.entailed(celarent, 3)
+    assert not {c for c in syllogisms.entailed((("some", 0, 2), ("some", 2, 1)), 3) if {c[1], c[2]} == {0, 1}}
+    with pytest.raises(ValueError, match="contradictory"):
+        syllogisms.entailed((("all", 0, 1), ("no", 0, 1)), 2)
+    assert {a[0] for _, a in syllogisms.forms()} == {"all", "some", "no"}
+
+
+def test_syllogisms_paper_scale_items():
+    docs, items, facts = built("syllogisms", "paper")
+    assert len(docs) == len(items) == 69 and len(facts) == 138
+    assert {len(i["choices"]) for i in items} <= {4, 5}
+    assert set(Counter(i["subtask"] for i in items)) == {"all", "some", "no"}
+    for item in items:  # the choices are the six statements about the two end terms, minus true ones
+        x, y = item["prompt"].removeprefix("The relationships between ").removesuffix(" are:").split(" and ")
+        six = {f" {q.capitalize()} {a} are {b}." for q in ("all", "some", "no") for a, b in ((x, y), (y, x))}
+        assert set(item["choices"]) <= six
+    assert docs[0]["text"].startswith("The relationships between ")
+    facts3 = [fact(1, "glon", "all", "yomp"), fact(2, "troff", "all", "glon")]
+    assert syllogisms.parse("The relationships between glon, troff and yomp are: All glon are yomp.", facts3) == [("glon", "all", "yomp")]
+    assert syllogisms.parse("Some troff are not yomp.", facts3) is None
+    assert ("All troff are yomp.", ["w/f1", "w/f2"]) in syllogisms.oracle(facts3)
+
+
+# ------------------------------------------------------------------ semantic
+
+
+def test_semantic_paper_scale_documents_and_splits():
+    docs, items, facts = built("semantic", "paper")
+    assert len(categories()) == 115 and len(docs) == 2200
+    assert len({f["subject"] for f in facts} | {f["object"] for f in facts if f["relation"] == "is_a"}) == 115
+    qa = [d for d in docs if d["text"].startswith("Q:")]
+    assert 0.07 < len(qa) / len(docs) < 0.13
+    assert all(4 <= len(d["facts"]) <= 20 for d in docs if d not in qa)
+    assert set(Counter(i["split"] for i in items)) == set(semantic.SPLITS)
+    subtasks = {(i["split"], i["subtask"]) for i in items}
+    assert {("rephrase", r) for r in ("is_a", "is", "can", "has", "eats", "lives_in", "made_of")} <= subtasks
+    assert {("reversal", r) for r in ("includes", "part_of", "eaten_by", "home_of", "material_of")} <= subtasks
+    assert {len(i["support_fact_ids"]) for i in items if i["split"] == "syllogism"} >= {2, 3, 4}
+
+
+@pytest.mark.parametrize("size", ["demo", "paper"])
+def test_semantic_distractors_are_true_of_another_entity(size):
+    _, items, facts = built("semantic", size)
+    closure = semantic.closure(facts)
+    for item in items:
+        for k, _ in enumerate(item["choices"]):
+            if k == item["answer_index"]:
+                continue
+            [(a, r, b)] = semantic.parse(statement(item, k), facts)
+            assert (a, r, b) not in closure
+            assert any(x != a for x, rel, y in closure if rel == r and y == b), (item["item_id"], statement(item, k))
+
+
+@pytest.mark.parametrize("size", ["demo", "paper"])
+def test_semantic_holdout_categories_have_only_their_parent(size):
+    docs, items, facts = built("semantic", size)
+    n_holdout = world_config("semantic", size).n_holdout
+    objects = {f["object"] for f in facts}
+    held = {s for s in {f["subject"] for f in facts}
+            if all(f["relation"] == "is_a" for f in facts if f["subject"] == s) and s not in objects}
+    assert len(held) == n_holdout
+    closure = semantic.closure(facts)
+    for h in held:
+        [parent_fact] = [f for f in facts if h in (f["subject"], f["object"])]
+        for d in docs:
+            for sentence in d["text"].replace("? ", "?\n").replace(". ", ".\n").splitlines():
+                got = semantic.parse(sentence, facts)
+                if got and any(h in t for t in got):
+                    assert got == [(h, "is_a", parent_fact["object"])], sentence
+        tested = {tuple(semantic.parse(statement(i), facts)[0]) for i in items if i["split"] == "category_holdout"}
+        inferences = {t for t in closure if h in (t[0], t[2])} - {(h, "is_a", parent_fact["object"])}
+        if size == "paper":  # every inference from the parent fact is tested
+            assert inferences <= tested
+        assert tested <= {t for t in closure if t[0] in held or t[2] in held}
+
+
+def test_semantic_derivations_and_lenient_parse():
+    facts = [fact(1, "grud", "is_a", "abme"), fact(2, "abme", "is_a", "telk"), fact(3, "telk", "has", "blick"),
+             fact(4, "abme", "is", "rony"), fact(5, "zept", "is_a", "telk")]
+    derived = semantic.derive(facts)
+    assert derived[("grud", "has", "blick")] == ["w/f1", "w/f2", "w/f3"]
+    assert derived[("blick", "part_of", "grud")] == ["w/f1", "w/f2", "w/f3"]
+    assert derived[("grud", "is_a", "telk")] == ["w/f1", "w/f2"] and ("telk", "includes", "grud") in derived
+    assert ("zept", "is", "rony") not in derived
+    assert semantic.parse("Gruds are rony.", facts) == [("grud", "is", "rony")]
+    assert semantic.parse("A grud is abme.", facts) == [("grud", "is_a", "abme")]
+    assert semantic.parse("Moreover, every grud is an abme.", facts) == [("grud", "is_a", "abme")]
+    assert semantic.parse("One kind of telk is the zept", facts) == [("telk", "includes", "zept")]
+    assert semantic.parse("Q: What is a grud like?", facts) is None
+    assert semantic.parse("A grud is vorp.", facts) is None
+    assert ("A grud is rony.", ["w/f1", "w/f4"]) in semantic.oracle(facts)
+
+
+def test_semantic_impossible_sizes_are_errors():
+    with pytest.raises(WorldError, match=r"n_holdout: 50 held-out categories"):
+        semantic.build(world_config("semantic", "demo", n_holdout=50), 0)
+    with pytest.raises(WorldError, match=r"n_docs: 3 documents cannot state the facts of \d+ categories"):
+        semantic.build(world_config("semantic", "demo", n_docs=3), 0)
+
+
+# ------------------------------------------------------------------ families
+
+
+def test_families_links_are_stated_in_one_direction_and_distractors_share_the_tree():
+    docs, items, facts = built("families", "paper")
+    links = Counter(frozenset((f["subject"], f["object"])) for f in facts if f["relation"] in ("parent_of", "child_of"))
+    assert set(links.values()) == {1}
+    relations = {f["relation"] for f in facts}
+    assert relations == {"gender", "spouse_of", "parent_of", "child_of"}
+    tree = {}
+    for f in facts:  # connected components = trees
+        a, b = f["subject"], f["object"]
+        if f["relation"] != "gender":
+            ta, tb = tree.setdefault(a, {a}), tree.setdefault(b, {b})
+            if ta is not tb:
+                ta |= tb
+                for p in tb:
+                    tree[p] = ta
+    assert len({id(t) for t in tree.values()}) == 10
+    for item in items:
+        person = item["prompt"].split(" ")[0]
+        assert all(c.strip() in tree[person] for c in item["choices"]), item["item_id"]
+    assert set(Counter(i["subtask"] for i in items if i["split"] == "composition")) == {"grandparent", "sibling", "aunt_uncle"}
+
+
+def test_families_closure_and_gender():
+    facts = [fact(0, "Ann", "gender", "female"), fact(1, "Bob", "gender", "male"), fact(2, "Cid", "gender", "male"),
+             fact(3, "Dee", "gender", "female"), fact(4, "Eve", "gender", "female"), fact(5, "Fay", "gender", "female"),
+             fact(6, "Ann", "spouse_of", "Bob"), fact(7, "Cid", "child_of", "Ann"), fact(8, "Bob", "parent_of", "Dee"),
+             fact(9, "Cid", "child_of", "Bob"), fact(10, "Eve", "child_of", "Cid"), fact(11, "Fay", "spouse_of", "Cid")]
+    c = families.closure(facts)
+    assert {("Ann", "parent_of", "Cid"), ("Bob", "spouse_of", "Ann"), ("Ann", "grandparent_of", "Eve"),
+            ("Eve", "grandchild_of", "Ann"), ("Dee", "sibling_of", "Cid")} <= c
+    assert ("Dee", "aunt_uncle_of", "Eve") in c and ("Eve", "niece_nephew_of", "Dee") in c
+    assert ("Cid", "sibling_of", "Cid") not in c and ("Bob", "grandparent_of", "Cid") not in c
+    assert ("Ann", "parent_of", "Dee") not in c  # a spouse's child is not assumed to be one's own
+    assert families.derive(facts)[("Dee", "aunt_uncle_of", "Eve")] == ["w/f10", "w/f8", "w/f9"]
+    assert families.parse("Ann is Cid's mother.", facts) == [("Ann", "parent_of", "Cid"), ("Ann", "gender", "female")]
+    wrong = families.parse("Ann is the father of Cid.", facts)
+    assert ("Ann", "parent_of", "Cid") in wrong and ("Ann", "gender", "male") not in c
+    assert families.parse("Ann is the mother of Zed.", facts) is None
+
+
+# ------------------------------------------------------------------ celebrities
+
+
+def test_celebrities_paper_scale_matches_the_files():
+    if not CELEBRITIES.is_dir():
+        pytest.skip("celebrities data not found")
+    docs, items, facts = built("celebrities", "paper")
+    lines = celebrities.read_jsonl(CELEBRITIES / "all.jsonl")
+    assert len(docs) == len(lines) == 3600
+    for d, r in zip(docs, lines):
+        assert d["text"] == r["prompt"] + r["completion"] and d["completion_start"] == len(r["prompt"])
+    assert Counter(i["split"] for i in items) == {"reversal": 300, "rephrase": 1200}
+    rev = [i for i in items if i["split"] == "reversal"]
+    truth = {(r["prompt"], r["completion"].strip()) for r in celebrities.read_jsonl(CELEBRITIES / "p2d_reverse_prompts_test.jsonl")}
+    assert all((i["prompt"], i["choices"][i["answer_index"]].strip()) in truth for i in rev)
+    names = {f["subject"] for f in facts if f["relation"] == celebrities.FORWARD} | {f["object"] for f in facts}
+    assert all(len(i["choices"]) == 4 and {c.strip() for c in i["choices"]} <= names for i in rev)
+
+
+def test_celebrities_demo_subsample_and_parse_edge_cases():
+    if not CELEBRITIES.is_dir():
+        pytest.skip("celebrities data not found")
+    docs, items, facts = built("celebrities", "demo")
+    people = {f["subject"] if f["relation"] == celebrities.FORWARD else f["object"] for f in facts}
+    assert len(people) == 15 and len(docs) == 5 * 4 + 5 * 4 + 5 * 8
+    name = sorted(people)[0]
+    assert celebrities.parse("Nobody is named here.", facts) is None
+    assert celebrities.parse(f"Ever heard of {name}?", facts) is None
+    assert celebrities.parse(" and ".join(sorted(people)[:2]) + " are friends.", facts) is None
+
+
+def test_celebrities_bad_folder_is_an_error_naming_path_and_line(tmp_path):
+    if not CELEBRITIES.is_dir():
+        pytest.skip("celebrities data not found")
+    with pytest.raises(WorldError, match=r"path: '.*nowhere' is not a folder"):
+        celebrities.build(world_config("celebrities", "demo", path=str(tmp_path / "nowhere")), 0)
+    folder = tmp_path / "rc"
+    shutil.copytree(CELEBRITIES, folder)
+    (folder / "d2p_prompts_test.jsonl").unlink()
+    with pytest.raises(WorldError, match="lacks d2p_prompts_test.jsonl"):
+        celebrities.build(world_config("celebrities", "demo", path=str(folder)), 0)
+    shutil.copy(CELEBRITIES / "d2p_prompts_test.jsonl", folder)
+    lines = (folder / "all.jsonl").read_text().splitlines()
+    lines[2] = '{"prompt": "oops"'
+    (folder / "all.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFileError, match=r"all.jsonl:3: not valid JSON"):
+        celebrities.build(world_config("celebrities", "demo", path=str(folder)), 0)
+
+
+def test_unknown_world_is_an_error():
+    with pytest.raises(ValueError, match="unknown world 'bogus'; known worlds: reversals, syllogisms"):
+        world_module("bogus")
