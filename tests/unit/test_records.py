@@ -80,3 +80,13 @@ def test_interrupted_atomic_write_leaves_no_file(tmp_path):
             raise RuntimeError("boom")
     assert set(tmp_path.iterdir()) == before
     assert not target.exists()
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    import os
+
+    path = tmp_path / "x.parquet"
+    write_records(path, Item, [ITEM])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
