@@ -1,15 +1,17 @@
 """Scorer actors: one condition's model (and ICL prefixes) scoring planned forward batches.
 
-The driver tokenizes every item and plans the forward batches (`plan`, batches never mix
-worlds when a world's ICL prefix is read first). The same `ConditionScorer` then scores them in
-this process (`score_local`) or as a Ray Data actor pool (`score_on_ray`): CPU actors get
-`threads` torch threads each and fit the cluster's CPUs, GPU actors one GPU each. A prefix is
-encoded once per actor, on first use. Because the plan fixes every batch's contents and shape,
-every split of the batches over actors gives the same numbers as one process.
+The driver tokenizes every item and plans each condition's forward batches (`plan`; batches
+never mix worlds when a world's ICL prefix is read first). The same `ConditionScorer` then scores
+all conditions' batches in this process (`score_local`) or on one Ray Data actor pool
+(`score_on_ray`; started once, not once per condition): CPU actors get `threads` torch threads
+each and fit the cluster's CPUs, GPU actors one GPU each. A prefix is encoded once per actor, on
+first use. Because the plan fixes every batch's contents and shape, any split of the batches
+over actors gives the same numbers as one process.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -64,48 +66,73 @@ def plan(items: list[dict], tokenizer, batch_size: int, *, prefix_tokens: dict[s
 
 
 class ConditionScorer:
-    """A Ray Data callable class (and the local scorer): forward batches in, log-probs out."""
+    """A Ray Data callable class (and the local scorer): forward batches in, log-probs out.
 
-    def __init__(self, spec: ConditionSpec, threads: int | None = None):
+    Rows arrive grouped by condition; the scorer holds one condition's model at a time (loaded
+    when its first row arrives) and encodes each world's ICL prefix once, on first use."""
+
+    def __init__(self, specs: dict[str, ConditionSpec], threads: int | None = None):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, self.tokenizer = load_condition_model(spec, self.device)
-        self.contexts = dict(spec.contexts)
+        self.specs = specs
+        self.current: str | None = None
         self.prefixes: dict[str, Prefix] = {}
 
+    def _activate(self, name: str) -> None:
+        if name != self.current:
+            self.model = self.tokenizer = None  # free the previous condition's model first
+            self.prefixes = {}
+            self.model, self.tokenizer = load_condition_model(self.specs[name], self.device)
+            self.current = name
+
     def prefix(self, world: str) -> Prefix | None:
-        if not self.contexts:
+        contexts = dict(self.specs[self.current].contexts)
+        if not contexts:
             return None
         if world not in self.prefixes:
-            self.prefixes[world] = encode_prefix(self.model, self.tokenizer, self.contexts[world])
+            self.prefixes[world] = encode_prefix(self.model, self.tokenizer, contexts[world])
         return self.prefixes[world]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        request_ids, logprobs = [], []
+        out: dict[str, list] = {"condition": [], "request": [], "logprob": [], "seconds": []}
         for row in batch.to_pylist():
+            self._activate(row["condition"])
+            start = time.perf_counter()
             requests = [Request(0, 0, tuple(c), tuple(t)) for c, t in zip(row["context"], row["continuation"])]
-            logprobs += score_batch(self.model, requests, self.prefix(row["world"]), True, pad_id(self.tokenizer))
-            request_ids += row["request"]
-        return pa.table({"request": pa.array(request_ids, pa.int64()), "logprob": pa.array(logprobs, pa.float64())})
+            out["logprob"] += score_batch(self.model, requests, self.prefix(row["world"]), True, pad_id(self.tokenizer))
+            out["seconds"] += [(time.perf_counter() - start) / len(requests)] * len(requests)
+            out["condition"] += [row["condition"]] * len(requests)
+            out["request"] += row["request"]
+        return pa.table({"condition": pa.array(out["condition"], pa.string()), "request": pa.array(out["request"], pa.int64()),
+                         "logprob": pa.array(out["logprob"], pa.float64()), "seconds": pa.array(out["seconds"], pa.float64())})
 
 
-def _assemble(items: list[dict], the_plan: Plan, request_ids, logprobs) -> list[dict]:
-    values: list[float | None] = [None] * len(the_plan.requests)
-    for k, value in zip(request_ids, logprobs):
-        values[k] = float(value)
-    missing = [k for k, v in enumerate(values) if v is None]
-    if missing:
-        raise RuntimeError(f"scoring returned no log-prob for {len(missing)} of {len(values)} sequences")
-    return collect(items, the_plan.requests, values)
+def dataset_rows(plans: dict[str, Plan]) -> list[dict]:
+    """Every condition's forward batches, grouped by condition (so an actor switches models rarely)."""
+    return [{"condition": name, **row} for name, p in plans.items() for row in p.rows]
 
 
-def score_local(spec: ConditionSpec, items: list[dict], the_plan: Plan, threads: int | None = None) -> list[dict]:
-    """Score a plan in this process (no Ray)."""
-    out = ConditionScorer(spec, threads)(pa.Table.from_pylist(the_plan.rows))
-    return _assemble(items, the_plan, out.column("request").to_pylist(), out.column("logprob").to_pylist())
+def _assemble(items: list[dict], plans: dict[str, Plan], rows: list[dict]) -> tuple[dict[str, list[dict]], dict[str, float]]:
+    """Per condition: item scores in item order, and the summed scoring seconds."""
+    values = {name: [None] * len(p.requests) for name, p in plans.items()}
+    seconds = dict.fromkeys(plans, 0.0)
+    for r in rows:
+        values[r["condition"]][r["request"]] = float(r["logprob"])
+        seconds[r["condition"]] += float(r["seconds"])
+    for name, v in values.items():
+        missing = sum(x is None for x in v)
+        if missing:
+            raise RuntimeError(f"condition {name!r}: scoring returned no log-prob for {missing} of {len(v)} sequences")
+    return {name: collect(items, plans[name].requests, values[name]) for name in plans}, seconds
+
+
+def score_local(specs: dict[str, ConditionSpec], items: list[dict], plans: dict[str, Plan], threads: int | None = None):
+    """Score every condition's plan in this process (no Ray): (scores per condition, seconds per condition)."""
+    out = ConditionScorer(specs, threads)(pa.Table.from_pylist(dataset_rows(plans)))
+    return _assemble(items, plans, out.to_pylist())
 
 
 def pool_shape(ev: EvaluateConfig, cpus: float, gpus: float) -> PoolShape:
@@ -123,18 +150,18 @@ def pool_shape(ev: EvaluateConfig, cpus: float, gpus: float) -> PoolShape:
     return PoolShape(actors, threads, 0)
 
 
-def score_on_ray(spec: ConditionSpec, items: list[dict], the_plan: Plan, shape: PoolShape) -> list[dict]:
-    """Score a plan on a Ray Data actor pool: one dataset row per forward batch."""
+def score_on_ray(specs: dict[str, ConditionSpec], items: list[dict], plans: dict[str, Plan], shape: PoolShape):
+    """Score every condition's plan on one Ray Data actor pool (one dataset row per forward
+    batch): (scores per condition, seconds per condition)."""
     import ray
 
-    ds = ray.data.from_items(the_plan.rows)
+    ds = ray.data.from_items(dataset_rows(plans))
     scored = ds.map_batches(
-        ConditionScorer, fn_constructor_kwargs={"spec": spec, "threads": shape.threads},
+        ConditionScorer, fn_constructor_kwargs={"specs": specs, "threads": shape.threads},
         batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=shape.actors),
         num_cpus=shape.threads, num_gpus=shape.gpus_per_actor,
     )
-    rows = scored.take_all()
-    return _assemble(items, the_plan, [r["request"] for r in rows], [r["logprob"] for r in rows])
+    return _assemble(items, plans, scored.take_all())
 
 
 def condition_window(spec: ConditionSpec) -> int:

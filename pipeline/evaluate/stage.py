@@ -8,8 +8,6 @@ actor pool; writes scores/<condition>.parquet (Score rows, in item order) and re
 
 from __future__ import annotations
 
-import time
-
 from pipeline.config import RunConfig
 from pipeline.evaluate.conditions import condition_names, condition_spec, icl_contexts, load_condition_tokenizer
 from pipeline.evaluate.results import build_results, format_table
@@ -48,13 +46,15 @@ def run(cfg: RunConfig, run: Run) -> dict:
 
     resources = ray.cluster_resources()
     shape = pool_shape(cfg.evaluate, resources.get("CPU", 1), resources.get("GPU", 0))
-    scores, timing = {}, {}
-    for name, spec in specs.items():
-        start = time.perf_counter()
-        print(f"[evaluate] {name}: {len(plans[name].requests)} sequences on {shape.actors} actor(s)", flush=True)
-        scores[name] = score_on_ray(spec, items, plans[name], shape)
-        tokens = sum(len(r.context) + len(r.continuation) - 1 for r in plans[name].requests)
-        timing[name] = {"seconds": round(time.perf_counter() - start, 3), "sequences": len(plans[name].requests), "tokens": tokens}
+    sequences = sum(len(p.requests) for p in plans.values())
+    print(f"[evaluate] {len(names)} condition(s), {len(items)} items, {sequences} sequences on "
+          f"{shape.actors} actor(s) x {shape.threads} thread(s)" + (" + 1 GPU" if shape.gpus_per_actor else ""), flush=True)
+    scores, seconds = score_on_ray(specs, items, plans, shape)
+    timing = {
+        name: {"scoring_seconds": round(seconds[name], 3), "sequences": len(p.requests),
+               "tokens": sum(len(r.context) + len(r.continuation) - 1 for r in p.requests)}
+        for name, p in plans.items()
+    }
 
     for name, rows in scores.items():
         write_records(run.path("scores", f"{name}.parquet"), Score, [{**r, "condition": name} for r in rows])
