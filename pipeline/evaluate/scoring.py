@@ -13,8 +13,10 @@ Pure torch (no Ray, no I/O); the offline evaluator and the Serve evaluator both 
 
 A `Prefix` (the ICL context) is encoded once with its KV cache; every batch gets a fresh cache
 made from it (never mutated), so items see exactly the tokens prefix + context + continuation.
-With `reuse_prefix_cache=False` the same tokens are re-encoded in full: the reference that the
-cached path is checked (and benchmarked) against.
+On full-attention models a batch is packed into one sequence after a single copy of the prefix
+(a block-diagonal causal mask keeps the rows apart), so the prefix is neither copied per row
+nor attended to by padding. With `reuse_prefix_cache=False` the same tokens are re-encoded in
+full as a padded batch: the reference the cached path is checked and benchmarked against.
 """
 
 from __future__ import annotations
@@ -129,18 +131,38 @@ def encode_prefix(model, tokenizer, text: str) -> Prefix:
     return Prefix(tuple(ids), kv)
 
 
-def _prefix_cache(model, prefix: Prefix, batch: int):
+def packable(model) -> bool:
+    """Whether every layer attends to the full context, so a batch can be packed after one copy
+    of the prefix (sliding-window and hybrid models use the batch-expanded cache instead)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    layer_types = getattr(config, "layer_types", None) or []
+    sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    return not sliding and all(t == "full_attention" for t in layer_types)
+
+
+def _packed_logits(model, prefix: Prefix, rows: list[list[int]], device) -> list[torch.Tensor]:
+    """All rows as one sequence after a single copy of the prefix cache: each row attends to the
+    prefix and to its own earlier tokens (a block-diagonal causal mask), at positions P, P+1, ..."""
     from transformers import DynamicCache
 
-    data = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix.kv]
-    return DynamicCache(data, config=model.config)
+    lengths = torch.tensor([len(r) for r in rows])
+    total, p = int(lengths.sum()), prefix.num_tokens
+    row_of = torch.repeat_interleave(torch.arange(len(rows)), lengths)
+    pos = torch.cat([torch.arange(n) for n in lengths.tolist()])
+    own = (row_of[:, None] == row_of[None, :]) & (pos[None, :] <= pos[:, None])
+    allowed = torch.cat([torch.ones((total, p), dtype=torch.bool), own], dim=1)
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    cache = DynamicCache(list(prefix.kv), config=model.config)  # a fresh cache: the prefix stays untouched
+    ids = torch.tensor([[t for r in rows for t in r]], device=device)
+    logits = model(input_ids=ids, attention_mask=mask[None, None].to(device), position_ids=(pos + p)[None].to(device),
+                   past_key_values=cache, use_cache=True).logits[0]
+    return list(torch.split(logits, lengths.tolist()))
 
 
-@torch.inference_mode()
-def score_batch(model, requests: list[Request], prefix: Prefix | None = None, reuse: bool = True, pad: int = 0) -> list[float]:
-    """Summed continuation log-probs of one forward batch (prefix, if any, read first)."""
-    device = _model_device(model)
-    rows = [list(r.context + r.continuation)[:-1] for r in requests]
+def _padded_logits(model, prefix: Prefix | None, reuse: bool, rows: list[list[int]], pad: int, device) -> list[torch.Tensor]:
+    """The rows as a right-padded batch: alone, after a re-encoded prefix, or after the prefix
+    cache expanded over the batch."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -151,20 +173,35 @@ def score_batch(model, requests: list[Request], prefix: Prefix | None = None, re
     if prefix is None:
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     else:
-        ones = torch.ones((len(rows), prefix.num_tokens), dtype=torch.long, device=device)
-        mask = torch.cat([ones, mask], dim=1)
+        from transformers import DynamicCache
+
+        mask = torch.cat([torch.ones((len(rows), prefix.num_tokens), dtype=torch.long, device=device), mask], dim=1)
         if reuse:
-            cache = _prefix_cache(model, prefix, len(rows))
+            cache = DynamicCache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix.kv],
+                                 config=model.config)
             logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).logits
         else:
             full = torch.cat([torch.tensor([prefix.ids], device=device).expand(len(rows), -1), ids], dim=1)
             logits = model(input_ids=full, attention_mask=mask, use_cache=False, logits_to_keep=width).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return [logits[b, :len(row)] for b, row in enumerate(rows)]
+
+
+@torch.inference_mode()
+def score_batch(model, requests: list[Request], prefix: Prefix | None = None, reuse: bool = True, pad: int = 0) -> list[float]:
+    """Summed continuation log-probs of one forward batch (the prefix, if any, read first: from
+    its cache when `reuse`, else re-encoded for every row)."""
+    device = _model_device(model)
+    rows = [list(r.context + r.continuation)[:-1] for r in requests]
+    if prefix is not None and reuse and packable(model):
+        per_row = _packed_logits(model, prefix, rows, device)
+    else:
+        per_row = _padded_logits(model, prefix, reuse, rows, pad, device)
     sums = []
-    for b, r in enumerate(requests):
+    for r, logits in zip(requests, per_row):
         start, n = len(r.context) - 1, len(r.continuation)
+        logprobs = torch.log_softmax(logits[start:start + n].float(), dim=-1)
         target = torch.tensor(r.continuation, device=device)
-        sums.append(float(logprobs[b, start:start + n].gather(1, target[:, None]).sum()))
+        sums.append(float(logprobs.gather(1, target[:, None]).sum()))
     return sums
 
 

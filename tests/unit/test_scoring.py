@@ -143,6 +143,22 @@ def test_cached_prefix_matches_re_encoding_and_is_never_mutated(tiny):
     assert max(abs(x - y) for c, b in zip(cached, bare) for x, y in zip(c["choice_logprobs"], b["choice_logprobs"])) > 1e-3
 
 
+def test_packed_and_batch_expanded_prefix_paths_agree(tiny, monkeypatch):
+    from pipeline.evaluate import scoring
+
+    model, tok = tiny
+    assert scoring.packable(model)  # the tiny Llama takes the packed path above
+    items = make_items(7)
+    prefix = encode_prefix(model, tok, "Documents:\n" + "\n".join(f"{w} are heavier than {w}s." for w in WORDS))
+    packed = score_items(model, tok, items, prefix=prefix, batch_size=5)
+    monkeypatch.setattr(scoring, "packable", lambda m: False)  # as for a sliding-window model
+    expanded = score_items(model, tok, items, prefix=prefix, batch_size=5)
+    uncached = score_items(model, tok, items, prefix=prefix, batch_size=5, reuse_prefix_cache=False)
+    for p, e, u in zip(packed, expanded, uncached):
+        assert p["choice_logprobs"] == pytest.approx(e["choice_logprobs"], abs=1e-4)
+        assert e["choice_logprobs"] == pytest.approx(u["choice_logprobs"], abs=1e-4)
+
+
 def test_plan_sorts_longest_first_and_covers_every_request(tiny):
     _, tok = tiny
     requests = item_requests(tok, make_items(7), after_prefix=False)
