@@ -1,0 +1,72 @@
+"""The `evaluate` stage: score every test item under every condition, then summarize.
+
+Reads data/items.parquet and data/docs.parquet; checks every item and every condition's model
+folder (and builds the ICL contexts) before any scoring; scores each condition on a Ray Data
+actor pool; writes scores/<condition>.parquet (Score rows, in item order) and results.json
+(accuracies, see `results.py`), and prints a table.
+"""
+
+from __future__ import annotations
+
+from pipeline.config import RunConfig
+from pipeline.evaluate.conditions import condition_names, condition_spec, icl_contexts, load_condition_tokenizer
+from pipeline.evaluate.results import build_results, format_table
+from pipeline.evaluate.scorer import condition_window, plan, pool_shape, score_on_ray
+from pipeline.records import Doc, Item, Score, read_records, validate_rows, write_json, write_records
+from pipeline.runs import Run
+
+NEEDS_RAY = True
+
+
+def load_inputs(run: Run) -> tuple[list[dict], list[dict]]:
+    """Items (every row checked: choices, answer index, prompt) and docs of the data stage."""
+    items_path, docs_path = run.path("data", "items.parquet"), run.path("data", "docs.parquet")
+    items = validate_rows(Item, read_records(items_path, Item), where=f"{items_path}: ")
+    docs = validate_rows(Doc, read_records(docs_path, Doc), where=f"{docs_path}: ")
+    if not items:
+        raise ValueError(f"{items_path}: no items to evaluate")
+    return items, docs
+
+
+def run(cfg: RunConfig, run: Run) -> dict:
+    import ray
+
+    items, docs = load_inputs(run)
+    names = condition_names(cfg)
+    specs = {name: condition_spec(cfg, run, name) for name in names}  # folders checked up front
+    contexts = {}
+    if "icl" in specs:
+        contexts = icl_contexts(cfg, docs, items, load_condition_tokenizer(specs["icl"]), condition_window(specs["icl"]))
+        specs["icl"] = condition_spec(cfg, run, "icl", contexts)
+    plans = {}
+    for name, spec in specs.items():
+        prefix_tokens = {w: c.num_tokens for w, c in contexts.items()} if name == "icl" else None
+        plans[name] = plan(items, load_condition_tokenizer(spec), cfg.evaluate.batch_size,
+                           prefix_tokens=prefix_tokens, window=condition_window(spec))
+
+    resources = ray.cluster_resources()
+    shape = pool_shape(cfg.evaluate, resources.get("CPU", 1), resources.get("GPU", 0))
+    sequences = sum(len(p.requests) for p in plans.values())
+    print(f"[evaluate] {len(names)} condition(s), {len(items)} items, {sequences} sequences on "
+          f"{shape.actors} actor(s) x {shape.threads} thread(s)" + (" + 1 GPU" if shape.gpus_per_actor else ""), flush=True)
+    scores, seconds = score_on_ray(specs, items, plans, shape)
+    timing = {
+        name: {"scoring_seconds": round(seconds[name], 3), "sequences": len(p.requests),
+               "tokens": sum(len(r.context) + len(r.continuation) - 1 for r in p.requests)}
+        for name, p in plans.items()
+    }
+
+    for name, rows in scores.items():
+        write_records(run.path("scores", f"{name}.parquet"), Score, [{**r, "condition": name} for r in rows])
+    icl = {w: {"num_docs": c.num_docs, "total_docs": c.total_docs, "prefix_tokens": c.num_tokens,
+               "chat_template": c.chat_template} for w, c in contexts.items()}
+    results = build_results(items, scores, margin=cfg.evaluate.contamination_margin, z=cfg.evaluate.contamination_z,
+                            extra={"icl": icl, "timing": timing})
+    write_json(run.path("results.json"), results)
+    print(format_table(results), flush=True)
+    overall: dict[str, dict[str, float]] = {}
+    for r in results["rows"]:
+        if r["split"] == "*":
+            overall.setdefault(r["condition"], {})[r["world"]] = round(r["acc"], 4)
+    return {"items": len(items), "conditions": names, "acc": overall,
+            "contaminated": len(results["contamination"]["flagged"]), "timing": timing}
