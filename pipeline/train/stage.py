@@ -83,6 +83,12 @@ def training_record(cfg: RunConfig, p: Prepared, model_path) -> dict:
     }
 
 
+def reusable(target: Path, record: dict) -> bool:
+    """A complete model folder trained with the same config and data as `record` asks for."""
+    saved = export.saved_record(target)
+    return saved is not None and {k: saved.get(k) for k in record} == record
+
+
 def cpus_per_worker(cfg: RunConfig) -> int | None:
     """Explicit setting, else 1 with GPUs, else the cluster's CPUs shared among the workers."""
     train = cfg.train
@@ -138,9 +144,8 @@ def run(cfg: RunConfig, run: Run) -> dict:
     for p in prepared:
         target = run.path("models", p.condition)
         record = training_record(cfg, p, model_path)
-        saved = export.saved_record(target)
         facts = {"docs": p.docs, "examples": p.examples, "steps": p.steps, "padding_share": round(p.padding_share, 4)}
-        if saved is not None and {k: saved.get(k) for k in record} == record:
+        if reusable(target, record):
             print(f"[train] {p.condition}: {target} is complete; skipped")
             summary[p.condition] = {**facts, "skipped": True}
             continue
