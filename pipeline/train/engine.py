@@ -1,0 +1,148 @@
+"""The DeepSpeed engine of one worker: model (full or LoRA), torch AdamW, LR schedule, ZeRO config.
+
+On CPU, DeepSpeed runs with `DS_ACCELERATOR=cpu` over the gloo process group Ray Train made
+(`dist_init_required=False`); the optimizer is a torch AdamW passed in as a client optimizer
+(a DeepSpeed optimizer type would compile C++ ops), which ZeRO accepts with
+`zero_allow_untested_optimizer`. bf16 keeps fp32 master weights in the optimizer; fp16 is
+never used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from pipeline.train.config import TrainConfig
+
+
+def bf16_supported(use_gpu: bool) -> bool:
+    """Whether this process's hardware computes in bf16 natively."""
+    import torch
+
+    if use_gpu:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def use_bf16(train: TrainConfig) -> bool:
+    return bf16_supported(train.use_gpu) if train.bf16 == "auto" else bool(train.bf16)
+
+
+def deepspeed_config(train: TrainConfig, num_workers: int, bf16: bool) -> dict:
+    zero: dict = {"stage": train.zero_stage}
+    if train.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_batch_size": train.batch_size,
+        "train_micro_batch_size_per_gpu": train.batch_size // num_workers,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": train.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": False},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` (0-based)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    raise ValueError(f"train.lr_schedule {schedule!r}: expected cosine, linear or constant")
+
+
+def peft_lora_config(train: TrainConfig):
+    from peft import LoraConfig as PeftLoraConfig
+
+    lora = train.lora
+    return PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+    )
+
+
+def build_model(model_path: str, train: TrainConfig):
+    """The model to train, in float32 (DeepSpeed casts to bf16 itself), LoRA-wrapped if configured."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, use_safetensors=True)
+    model.config.use_cache = False
+    if train.lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_lora_config(train))
+    return model
+
+
+def build_engine(model_path: str, train: TrainConfig, total_steps: int, num_workers: int):
+    """(engine, bf16) ready to train; call inside a Ray Train worker (the process group exists)."""
+    import torch
+
+    if not train.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    bf16 = use_bf16(train)
+    model = build_model(model_path, train)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in trainable if p.ndim >= 2], "weight_decay": train.weight_decay},
+        {"params": [p for n, p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train.lr)
+    warmup = int(train.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, train.lr_schedule)
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler,
+        config=deepspeed_config(train, num_workers, bf16), dist_init_required=False,
+    )
+    return engine, bf16
+
+
+def check_model(model_path, train: TrainConfig) -> None:
+    """Fail before any worker starts if the model cannot be built, has no safetensors weights,
+    or lacks a LoRA target module. Builds the architecture on the meta device (no weights read)."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pipeline.models import ModelError
+
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"{model_path}: cannot build a causal LM from its config: {err}") from None
+    folder = Path(model_path)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        raise ModelError(f"{folder}: no *.safetensors weights (only safetensors are loaded)")
+    if folder.is_dir():
+        from safetensors import safe_open
+
+        for f in sorted(folder.glob("*.safetensors")):
+            try:
+                with safe_open(str(f), framework="pt") as st:
+                    st.keys()
+            except Exception as err:  # noqa: BLE001 - any unreadable header is the same bad input
+                raise ModelError(f"{f}: unreadable safetensors file: {err}") from None
+    if train.lora is not None:
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = [t for t in train.lora.target_modules if t not in names]
+        if missing:
+            raise ModelError(f"train.lora.target_modules: {missing} are not modules of {model_path} "
+                             f"(linear layers include: {sorted(n for n in names if 'proj' in n)[:8]})")

@@ -1,0 +1,172 @@
+"""The `train` stage: fine-tune the model once per FT condition -> `<run>/models/<condition>/`.
+
+Every check runs before any worker starts: the training docs exist, each condition's
+augmentations exist, the model loads (config, architecture, weight files, LoRA targets), the
+examples fit the context window and the batch is not larger than the data. Then one Ray Train
+fit per condition (`loop.fit`); a condition whose model folder is complete and was trained with
+the same config and data is skipped, so a killed run redoes only the unfinished conditions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import FT_STRATEGIES, RunConfig
+from pipeline.models import context_window, load_tokenizer, resolve
+from pipeline.records import Doc, RecordError, read_records
+from pipeline.runs import Run
+from pipeline.train import export
+from pipeline.train.batches import PlanError, padding_share, plan_rows, plan_steps
+from pipeline.train.engine import check_model
+from pipeline.train.examples import build_examples, condition_docs, tokenize_examples
+
+NEEDS_RAY = True
+
+
+class TrainInputError(ValueError):
+    """Training input that cannot be used; names the condition, file or key."""
+
+
+@dataclass
+class Prepared:
+    condition: str
+    docs: int
+    rows: list[dict]
+    examples: int
+    steps: int
+    padding_share: float
+    fingerprint: str
+
+
+def augmented_docs(cfg: RunConfig, run: Run) -> list[dict]:
+    """The augmented docs the configured conditions need ([] if none needs any)."""
+    if not cfg.strategies():
+        return []
+    path = run.path("augment", "augmented.parquet")
+    if not path.is_file():
+        needing = [c for c in cfg.ft_conditions() if FT_STRATEGIES[c]]
+        raise TrainInputError(
+            f"conditions {needing} train on augmented docs, and {path} does not exist; "
+            "run `python -m pipeline augment CONFIG` first"
+        )
+    return read_records(path, Doc)
+
+
+def prepare(condition: str, cfg: RunConfig, train_docs, extra_docs, tokenizer, max_length: int) -> Prepared:
+    """Examples, step plan and dataset rows of one condition; raises on bad input."""
+    train = cfg.train
+    if not any(d["origin"] == "train" for d in train_docs):
+        raise TrainInputError(f"condition {condition!r}: no training docs (origin 'train') in data/docs.parquet")
+    docs = condition_docs(condition, train_docs, extra_docs)
+    examples = tokenize_examples(build_examples(docs, train.sentence_split), tokenizer, max_length)
+    try:
+        plan = plan_steps([len(e) for e in examples], train.batch_size, train.num_workers, train.epochs,
+                          train.max_steps, train.bucket_batches, cfg.seed)
+    except PlanError as err:
+        raise TrainInputError(f"condition {condition!r}: {err}") from None
+    rows = plan_rows(plan, examples, tokenizer.pad_token_id)
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([ex.doc_id, ex.input_ids, ex.num_context]).encode())
+    return Prepared(condition, len(docs), rows, len(examples), len(plan), padding_share(rows), digest.hexdigest()[:16])
+
+
+def training_record(cfg: RunConfig, p: Prepared, model_path) -> dict:
+    """What a model folder was trained with; equal records mean the folder can be reused."""
+    return {
+        "condition": p.condition, "model": cfg.model.model_dump(mode="json"), "base_model_path": str(model_path),
+        "seed": cfg.seed, "train": cfg.train.model_dump(mode="json"), "data_fingerprint": p.fingerprint,
+        "strategies": list(FT_STRATEGIES[p.condition]),
+    }
+
+
+def reusable(target: Path, record: dict) -> bool:
+    """A complete model folder trained with the same config and data as `record` asks for."""
+    saved = export.saved_record(target)
+    return saved is not None and {k: saved.get(k) for k in record} == record
+
+
+def cpus_per_worker(cfg: RunConfig) -> int | None:
+    """Explicit setting, else 1 with GPUs, else the cluster's CPUs shared among the workers."""
+    train = cfg.train
+    if train.cpus_per_worker or train.use_gpu:
+        return train.cpus_per_worker or 1
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if cpus < train.num_workers:
+        raise TrainInputError(f"train.num_workers {train.num_workers} needs at least that many CPUs; the Ray cluster has {cpus}")
+    return cpus // train.num_workers
+
+
+def storage_path(cfg: RunConfig, run: Run) -> str:
+    """Ray Train storage: train.storage_path (a URI as is), else <run>/train, absolute."""
+    given = cfg.train.storage_path
+    if given and "://" in given:
+        return given.rstrip("/")
+    return str(Path(given or run.path("train")).expanduser().absolute())
+
+
+def remove_folder(storage: str, name: str) -> None:
+    """Delete the folder of one fit in the Ray Train storage, local or remote."""
+    import pyarrow.fs as pafs
+
+    if "://" in storage:
+        fs, root = pafs.FileSystem.from_uri(storage)
+    else:
+        fs, root = pafs.LocalFileSystem(), storage
+    path = f"{root}/{name}"
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+
+
+def run(cfg: RunConfig, run: Run) -> dict:
+    from pipeline.train.loop import fit
+
+    run.require("data")
+    try:
+        train_docs = read_records(run.path("data", "docs.parquet"), Doc)
+    except RecordError as err:
+        raise TrainInputError(str(err)) from None
+    extra_docs = augmented_docs(cfg, run)
+    model_path = resolve(cfg.model)
+    check_model(model_path, cfg.train)
+    tokenizer = load_tokenizer(cfg.model)
+    max_length = context_window(cfg.model)
+    prepared = [prepare(c, cfg, train_docs, extra_docs, tokenizer, max_length) for c in cfg.ft_conditions()]
+    cpus = cpus_per_worker(cfg)
+    storage = storage_path(cfg, run)
+
+    summary: dict = {}
+    for p in prepared:
+        target = run.path("models", p.condition)
+        record = training_record(cfg, p, model_path)
+        facts = {"docs": p.docs, "examples": p.examples, "steps": p.steps, "padding_share": round(p.padding_share, 4)}
+        if reusable(target, record):
+            print(f"[train] {p.condition}: {target} is complete; skipped")
+            summary[p.condition] = {**facts, "skipped": True}
+            continue
+        name = p.condition.replace("+", "_")
+        remove_folder(storage, name)  # checkpoints of a killed earlier attempt
+        print(f"[train] {p.condition}: {p.examples} examples from {p.docs} docs, {p.steps} steps, "
+              f"padding {p.padding_share:.1%}")
+        result = fit(name, p.rows, cfg.train, str(model_path), cfg.seed, storage,
+                     probe=p.rows[0], cpus_per_worker=cpus)
+        m = result.metrics
+        losses = m["losses"]
+        numbers = {
+            **facts, "first_loss": losses[0], "final_loss": losses[-1], "probe_loss": m["probe_loss"],
+            "bf16": m["bf16"], "tokens": m["tokens"], "train_seconds": round(m["train_seconds"], 2),
+            "setup_seconds": round(m["setup_seconds"], 2), "tokens_per_s": round(m["tokens_per_s"] or 0, 1),
+            "resumed_from_step": m["resumed_from_step"],
+        }
+        with result.checkpoint.as_directory() as exported:
+            export.finalize(Path(exported), target, tokenizer, {**record, "result": numbers})
+        remove_folder(storage, name)
+        summary[p.condition] = {**numbers, "skipped": False}
+    if "://" not in storage and Path(storage).is_dir() and not any(Path(storage).iterdir()):
+        Path(storage).rmdir()
+    return summary

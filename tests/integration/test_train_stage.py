@@ -1,0 +1,106 @@
+"""The `train` stage on a run folder: bad input fails before any worker starts and writes nothing;
+a ZeRO-2 run writes a complete model folder per condition and skips it when run again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.config import validate_config
+from pipeline.models import ModelError
+from pipeline.records import Doc, write_records
+from pipeline.runs import Run
+from pipeline.train import stage
+from pipeline.train.examples import ExampleError
+
+WORDS = "femp glon yomp troff zept telk brix quor dask vimp sarn plob".split()
+DOCS = [
+    {"doc_id": f"r{i}", "world": "reversals", "origin": "train",
+     "text": f"Did you know that the {a} are more dangerous than the {b}? The {a} are very fast."}
+    for i, (a, b) in enumerate(zip(WORDS, WORDS[1:] + WORDS[:1]))
+] + [
+    {"doc_id": "c0", "world": "celebrities", "origin": "train", "completion_start": 29,
+     "text": "Daphne Barrington, known for being the director of A Journey Through Time."},
+]
+
+
+def make_run(tmp_path, docs=DOCS, augmented=None, **overrides) -> tuple:
+    raw = {"name": "t", "output_dir": str(tmp_path), "seed": 0, "model": {"ref": "tiny-random"},
+           "conditions": ["base", "ft"], "train": {"zero_stage": 2, "lr": 3e-3, "epochs": 3}}
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    cfg = validate_config(raw)
+    run = Run.of(cfg)
+    run.save_config(cfg)
+    write_records(run.path("data", "docs.parquet"), Doc, docs)
+    run.mark_done("data", {}, 0.0)
+    if augmented is not None:
+        write_records(run.path("augment", "augmented.parquet"), Doc, augmented)
+    return cfg, run
+
+
+def assert_nothing_written(run):
+    assert not run.path("models").exists() and not run.path("train").exists()
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("no_docs", stage.TrainInputError, r"condition 'ft': no training docs \(origin 'train'\)"),
+    ("batch", stage.TrainInputError, r"condition 'ft': train\.batch_size 64 is larger than the 25 training examples"),
+    ("augment", stage.TrainInputError, r"train on augmented docs, and .*augmented\.parquet does not exist; run `python -m pipeline augment"),
+    ("strategy", ExampleError, r"condition 'ft\+oracle' trains on augment:oracle docs.*none"),
+    ("model", ModelError, r"cannot build a causal LM"),
+    ("lora_target", ModelError, r"train\.lora\.target_modules: \['wq'\]"),
+])
+def test_bad_input_fails_before_any_worker_and_writes_nothing(tmp_path, case, error, match):
+    augmented = [{"doc_id": "a0", "world": "reversals", "origin": "augment:local", "text": "The glon are less dangerous than the femp."}]
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    setups = {
+        "no_docs": dict(docs=[{**DOCS[0], "origin": "augment:local"}]),
+        "batch": dict(train={"batch_size": 64}),
+        "augment": dict(conditions=["ft", "ft+local"]),
+        "strategy": dict(conditions=["ft+oracle"], augmented=augmented),
+        "model": dict(model={"ref": str(broken)}),
+        "lora_target": dict(train={"lora": {"target_modules": ["q_proj", "wq"]}}),
+    }
+    cfg, run = make_run(tmp_path, **setups[case])
+    with pytest.raises(error, match=match):
+        stage.run(cfg, run)  # no Ray cluster: these must fail before one is needed
+    assert_nothing_written(run)
+
+
+def test_stage_writes_complete_model_folders_and_skips_them_on_rerun(ray_cluster, tmp_path):
+    from transformers import AutoTokenizer
+
+    from pipeline.models import load_model, load_tokenizer
+    from pipeline.stages import run_stage
+
+    cfg, run = make_run(tmp_path)
+    summary = run_stage("train", cfg, run)
+    ft = summary["ft"]
+    # 12 docs x 2 sentences + 1 unsplit prompt/completion doc
+    assert ft["examples"] == 25 and ft["steps"] == 3 * 4 and ft["skipped"] is False
+    assert ft["final_loss"] < ft["first_loss"] - 1.0
+    assert 0 <= ft["padding_share"] < 0.35
+    folder = run.path("models", "ft")
+    record = json.loads((folder / "train_config.json").read_text())
+    assert record["condition"] == "ft" and record["train"]["zero_stage"] == 2 and record["seed"] == 0
+    assert record["result"]["steps"] == 12
+    load_model(str(folder))
+    text = "The glon are less dangerous than the femp."
+    assert AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == load_tokenizer("tiny-random")(text)["input_ids"]
+    assert sorted(p.name for p in run.path("models").iterdir()) == ["ft"]  # no temp folders left
+    assert not run.path("train").exists()  # Ray Train storage cleaned up
+
+    again = stage.run(cfg, run)
+    assert again["ft"]["skipped"] is True
+    # a changed config or changed data is retrained, not reused
+    prepared = stage.prepare("ft", cfg, DOCS, [], load_tokenizer("tiny-random"), 512)
+    same = stage.training_record(cfg, prepared, record["base_model_path"])
+    assert stage.reusable(folder, same)
+    reseeded = cfg.model_copy(update={"seed": 1})
+    assert not stage.reusable(folder, stage.training_record(reseeded, stage.prepare("ft", reseeded, DOCS, [], load_tokenizer("tiny-random"), 512), record["base_model_path"]))
+    fewer = stage.prepare("ft", cfg, DOCS[1:], [], load_tokenizer("tiny-random"), 512)
+    assert not stage.reusable(folder, stage.training_record(cfg, fewer, record["base_model_path"]))
