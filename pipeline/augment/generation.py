@@ -29,7 +29,7 @@ RESULT_SCHEMA = pa.schema([
 
 
 def generate_shard(engine, shard: dict, temperature: float) -> list[dict]:
-    """Run one shard's requests through an engine (global shards share one prefix)."""
+    """Run one shard's requests through an engine (all after the shard's prefix, if it has one)."""
     reqs = shard["requests"]
     if not reqs:
         return []
@@ -75,7 +75,7 @@ def run_hf(shards: list[dict], cfg: AugmentConfig, device: str) -> Iterator[dict
     ds = ray.data.from_items([{"shard": s["shard"], "payload": json.dumps(s)} for s in shards],
                              override_num_blocks=len(shards))
     ds = ds.map_batches(
-        ShardGenerator, batch_size=1, concurrency=cfg.num_actors,
+        ShardGenerator, batch_size=1, compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_cpus=cfg.cpus_per_actor, num_gpus=1 if device == "cuda" else 0,
         fn_constructor_kwargs=dict(
             generator=cfg.generator.model_dump(), device=device, batch_size=cfg.batch_size,

@@ -5,7 +5,7 @@ deterministic for a given config and data, so a re-run finds the same shards and
 finished ones.
 
 - Local: the distinct sentences of a world's training documents (a seeded sample when capped);
-  one request per sentence and sample.
+  one request per sentence and sample, all after one shared prefix (the worked examples).
 - Global: the world's documents packed, in order, into prefix groups that fit the prefix budget
   (the whole corpus when it fits); target documents are taken group by group (seeded order),
   so a capped run encodes few prefixes. A shard never spans two groups.
@@ -23,6 +23,10 @@ from collections import Counter, defaultdict
 from pipeline.augment.config import AugmentConfig
 from pipeline.augment.prompts import PromptFormat, global_messages, local_messages
 from pipeline.sentences import split_sentences
+
+
+#: Prefix key of the local prompts' worked examples (one prefix for every sentence).
+LOCAL_PREFIX = "local"
 
 
 class PromptTooLong(ValueError):
@@ -47,8 +51,10 @@ def by_world(train_docs: list[dict]) -> dict[str, list[dict]]:
 
 
 def plan_local(train_docs: list[dict], fmt: PromptFormat, cfg: AugmentConfig, window: int, seed: int):
-    """Requests for local augmentation and the skip counts per 'local/<world>'."""
+    """Requests for local augmentation, the shared examples prefix, and skip counts per 'local/<world>'."""
     requests, skipped = [], {}
+    prefix = fmt.render_split(local_messages("x", split_marker=True))[0]
+    prefix_tokens = fmt.count(prefix)
     for world, docs in by_world(train_docs).items():
         tally = skipped.setdefault(f"local/{world}", Counter())
         sources: dict[str, dict] = {}
@@ -61,8 +67,10 @@ def plan_local(train_docs: list[dict], fmt: PromptFormat, cfg: AugmentConfig, wi
             sentences = [sentences[i] for i in sorted(rng.sample(range(len(sentences)), cfg.max_sentences_per_world))]
         for i, sentence in enumerate(sentences):
             doc = sources[sentence]
-            prompt = fmt.render(local_messages(sentence))
-            tokens = fmt.count(prompt) + cfg.local_max_new_tokens
+            head, suffix = fmt.render_split(local_messages(sentence, split_marker=True))
+            if head != prefix:
+                raise ValueError(f"local prompt of {sentence!r}: its examples prefix differs from the shared one")
+            tokens = prefix_tokens + fmt.count(suffix, first=False) + cfg.local_max_new_tokens
             if tokens > window:
                 _too_long(tally, cfg.strict, f"doc {doc['doc_id']!r} (world {world!r}, local sentence {sentence[:60]!r})", tokens, window)
                 continue
@@ -70,10 +78,10 @@ def plan_local(train_docs: list[dict], fmt: PromptFormat, cfg: AugmentConfig, wi
                 rid = f"local/{world}/{i:06d}/{k}"
                 requests.append({
                     "request_id": rid, "strategy": "local", "world": world, "source_doc_id": doc["doc_id"],
-                    "source_text": sentence, "prefix_key": "", "prompt": prompt,
+                    "source_text": sentence, "prefix_key": LOCAL_PREFIX, "prompt": suffix,
                     "seed": stable_seed(seed, rid), "max_new_tokens": cfg.local_max_new_tokens,
                 })
-    return requests, {k: dict(v) for k, v in skipped.items()}
+    return requests, {LOCAL_PREFIX: prefix}, {k: dict(v) for k, v in skipped.items()}
 
 
 def pack_groups(doc_tokens: list[int], limit: int, max_docs: int | None) -> list[list[int]]:
@@ -146,18 +154,18 @@ def plan_global(train_docs: list[dict], fmt: PromptFormat, cfg: AugmentConfig, w
 
 
 def make_shards(requests: list[dict], prefixes: dict[str, str], shard_size: int) -> list[dict]:
-    """Shards of at most shard_size requests; one strategy, world and prefix group per shard."""
+    """Shards of at most shard_size requests; one strategy, world and prefix per shard."""
     runs: dict[tuple, list[dict]] = {}
     for r in requests:
         runs.setdefault((r["strategy"], r["world"], r["prefix_key"]), []).append(r)
-    shards = []
+    shards, index = [], Counter()
     for (strategy, world, key), reqs in runs.items():
-        group = key.rsplit("/", 1)[-1] + "-" if key else ""
         for start in range(0, len(reqs), shard_size):
             shards.append({
-                "shard": f"{strategy}-{world}-{group}{start // shard_size:04d}",
-                "prefix_key": key, "prefix": prefixes.get(key, ""), "requests": reqs[start:start + shard_size],
+                "shard": f"{strategy}-{world}-{index[(strategy, world)]:04d}",
+                "prefix_key": key, "prefix": prefixes[key], "requests": reqs[start:start + shard_size],
             })
+            index[(strategy, world)] += 1
     return shards
 
 

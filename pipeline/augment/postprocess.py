@@ -2,7 +2,7 @@
 
 Pure functions. Each generation is split into sentences; a sentence is dropped when it is
 degenerate (too short, too long, not a sentence, repetitive), echoes its source or the
-prompts' worked examples, shares no content word with its source (off-topic), repeats a
+prompts' worked examples (or uses their made-up words), shares no content word with its source (off-topic), repeats a
 training sentence, or repeats an earlier augmented sentence of the same world and strategy. Every drop is counted by reason. Rows keep the world,
 the strategy (origin) and the source document; doc_id is a hash of the normalized sentence, so
 it does not depend on the order in which shards finished.
@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections import Counter, defaultdict
 
-from pipeline.augment.prompts import parse_output
+from pipeline.augment.prompts import mentions_example_word, parse_output
 from pipeline.sentences import split_sentences
 
 #: Reasons a generated sentence is dropped, in the order they are checked.
@@ -102,7 +102,7 @@ def postprocess(
             tally["sentences"] += 1
             norm = normalize(sentence)
             reason = sentence_issue(sentence, min_words, max_words)
-            if reason is None and (norm in source_norms or norm in example_norms):
+            if reason is None and (norm in source_norms or norm in example_norms or mentions_example_word(sentence)):
                 reason = "echo"
             if reason is None and not (content_words(sentence) & topic):
                 reason = "off_topic"

@@ -4,9 +4,9 @@ Pure functions: no model, no Ray. A prompt is a list of chat messages; `PromptFo
 into the exact text the generator sees (the tokenizer's chat template for instruct models,
 plain text otherwise) and counts its tokens.
 
-- Local: one training sentence, with worked examples of rephrasings, reversals and direct
+- Local: one training sentence, after worked examples of rephrasings, reversals and direct
   inferences written in made-up words of 6+ letters (the worlds' nonsense words have 4-5, so an
-  example can never state a world's fact).
+  example can never state a world's fact). The examples are a prefix shared by every sentence.
 - Global: the world's corpus (or one group of its documents) as a shared prefix, then one target
   document and the instruction. `render_split` returns (prefix, suffix) so the prefix can be
   encoded once and reused for every target document.
@@ -18,6 +18,9 @@ import re
 from dataclasses import dataclass
 
 from pipeline.sentences import split_sentences
+
+#: The made-up words of the worked examples (stems: plurals too). None has 4-5 letters.
+MADE_UP = ("blicket", "wuggle", "zarpen", "flombik", "kallop", "snorvet", "drevish", "quimble", "tepsin")
 
 #: Worked examples for local augmentation: (training sentence, what the generator should write).
 LOCAL_EXAMPLES: tuple[tuple[str, str], ...] = (
@@ -67,13 +70,17 @@ GLOBAL_INSTRUCTION = "Write the sentences that follow from the target document a
 _SPLIT = "\x00PREFIX-ENDS-HERE\x00"
 
 
-def local_messages(sentence: str) -> list[dict]:
-    """Chat messages asking for restatements of one training sentence, with worked examples."""
+def local_messages(sentence: str, split_marker: bool = False) -> list[dict]:
+    """Chat messages asking for restatements of one training sentence, after worked examples.
+
+    Everything before the sentence is the same for every sentence: with `split_marker` the
+    rendered prompt splits there into a shared prefix (cached) and a short suffix.
+    """
     messages = [{"role": "system", "content": LOCAL_SYSTEM}]
     for source, answer in LOCAL_EXAMPLES:
         messages.append({"role": "user", "content": f"Sentence: {source}"})
         messages.append({"role": "assistant", "content": answer})
-    messages.append({"role": "user", "content": f"Sentence: {sentence.strip()}"})
+    messages.append({"role": "user", "content": (_SPLIT if split_marker else "") + f"Sentence: {sentence.strip()}"})
     return messages
 
 
@@ -94,6 +101,11 @@ def example_sentences() -> list[str]:
     texts = [t for pair in LOCAL_EXAMPLES for t in pair]
     texts += [*GLOBAL_EXAMPLE[0], GLOBAL_EXAMPLE[1], GLOBAL_EXAMPLE[2]]
     return [s for t in texts for s in split_sentences(t)]
+
+
+def mentions_example_word(sentence: str) -> bool:
+    """Whether a sentence uses a made-up word of the worked examples (copied from the prompt)."""
+    return any(w.startswith(MADE_UP) for w in re.findall(r"[a-z]+", sentence.lower()))
 
 
 @dataclass

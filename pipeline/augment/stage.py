@@ -15,7 +15,7 @@ from __future__ import annotations
 from pipeline.augment.audit import build_audit, format_audit
 from pipeline.augment.generation import generate_resumable, run_hf
 from pipeline.augment.oracle import oracle_docs
-from pipeline.augment.plan import fingerprint, make_shards, plan_global, plan_local
+from pipeline.augment.plan import LOCAL_PREFIX, fingerprint, make_shards, plan_global, plan_local
 from pipeline.augment.postprocess import dedupe_oracle, postprocess, training_sentences
 from pipeline.augment.prompts import PromptFormat, example_sentences
 from pipeline.config import RunConfig
@@ -60,12 +60,14 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str])
     window = context_window(aug.generator)
     requests, prefixes, skipped = [], {}, {}
     if "local" in strategies:
-        reqs, skips = plan_local(train, fmt, aug, window, cfg.seed)
+        reqs, local_prefix, skips = plan_local(train, fmt, aug, window, cfg.seed)
         requests += reqs
+        prefixes.update(local_prefix)
         skipped.update(skips)
     if "global" in strategies:
-        reqs, prefixes, skips = plan_global(train, fmt, aug, window, cfg.seed)
+        reqs, global_prefixes, skips = plan_global(train, fmt, aug, window, cfg.seed)
         requests += reqs
+        prefixes.update(global_prefixes)
         skipped.update(skips)
     shards = make_shards(requests, prefixes, aug.shard_size)
     settings = {"generator": aug.generator.model_dump(), "engine": aug.engine, "temperature": aug.temperature}
@@ -92,7 +94,7 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str])
         raise RuntimeError(f"{shard_dir}: shards hold {sum(map(len, done.values()))} results for {len(requests)} planned prompts")
     generations = [{**r, **{k: by_id[r["request_id"]][k] for k in ("text", "status", "prompt_tokens", "new_tokens")}} for r in requests]
     info = {
-        "prompts": len(requests), "shards": len(shards), "prefix_groups": len(prefixes), "context_window": window,
+        "prompts": len(requests), "shards": len(shards), "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes), "context_window": window,
         "new_tokens": sum(g["new_tokens"] for g in generations),
     }
     return generations, skipped, info

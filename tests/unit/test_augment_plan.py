@@ -22,7 +22,7 @@ def cfg(**kw):
 
 
 def test_local_prompts_one_per_distinct_sentence_and_sample():
-    reqs, skipped = plan_local(DOCS, FMT, cfg(max_sentences_per_world=None, samples_per_sentence=2, temperature=0.7), 10_000, seed=0)
+    reqs, prefixes, skipped = plan_local(DOCS, FMT, cfg(max_sentences_per_world=None, samples_per_sentence=2, temperature=0.7), 10_000, seed=0)
     w = [r for r in reqs if r["world"] == "w"]
     assert len(w) == 2 * 11  # 10 distinct "Femp<i>" sentences + "Yomp are red." once, 2 samples each
     assert len({r["request_id"] for r in reqs}) == len(reqs)
@@ -30,20 +30,24 @@ def test_local_prompts_one_per_distinct_sentence_and_sample():
     assert {r["source_doc_id"] for r in yomp} == {"w-000"}  # the first document that states it
     assert len({r["seed"] for r in yomp}) == 2  # each sample its own seed
     assert skipped == {"local/v": {}, "local/w": {}}
+    # one shared prefix (the worked examples); each prompt is the rest, ending with its sentence
+    assert list(prefixes) == ["local"] and {r["prefix_key"] for r in reqs} == {"local"}
+    whole = FMT.render(local_messages("Yomp are red."))
+    assert prefixes["local"] + yomp[0]["prompt"] == whole and "Yomp" not in prefixes["local"]
 
 
 def test_local_cap_is_a_seeded_sample():
-    a, _ = plan_local(DOCS, FMT, cfg(max_sentences_per_world=4), 10_000, seed=1)
-    b, _ = plan_local(DOCS, FMT, cfg(max_sentences_per_world=4), 10_000, seed=1)
-    c, _ = plan_local(DOCS, FMT, cfg(max_sentences_per_world=4), 10_000, seed=2)
+    a, _, _ = plan_local(DOCS, FMT, cfg(max_sentences_per_world=4), 10_000, seed=1)
+    b, _, _ = plan_local(DOCS, FMT, cfg(max_sentences_per_world=4), 10_000, seed=1)
+    c, _, _ = plan_local(DOCS, FMT, cfg(max_sentences_per_world=4), 10_000, seed=2)
     assert a == b and [r["source_text"] for r in a] != [r["source_text"] for r in c]
     assert sum(r["world"] == "w" for r in a) == 4
 
 
 def test_local_prompt_over_the_window_is_skipped_and_counted_or_strict_error():
     long_doc = doc(99, "Femp " + "very " * 300 + "big.")
-    window = FMT.count(FMT.render(local_messages("Yomp are red."))) + 60
-    reqs, skipped = plan_local([doc(1, "Yomp are red."), long_doc], FMT, cfg(), window, seed=0)
+    window = FMT.count(FMT.render(local_messages("Yomp are red."))) + 60  # room for 48 new tokens
+    reqs, _, skipped = plan_local([doc(1, "Yomp are red."), long_doc], FMT, cfg(), window, seed=0)
     assert [r["source_text"] for r in reqs] == ["Yomp are red."]
     assert skipped["local/w"] == {"too_long": 1}
     with pytest.raises(PromptTooLong, match="w-099"):
@@ -91,14 +95,15 @@ def test_global_doc_too_long_for_the_window_is_skipped_or_strict_error():
 def test_shards_never_mix_groups_and_fingerprint_tracks_prompts():
     reqs, prefixes, _ = plan_global(DOCS, FMT, cfg(max_docs_per_world=None, global_prefix_max_tokens=BASE + 30), 10_000, seed=0)
     assert len(prefixes) > 2
-    local, _ = plan_local(DOCS, FMT, cfg(max_sentences_per_world=None), 10_000, seed=0)
+    local, local_prefix, _ = plan_local(DOCS, FMT, cfg(max_sentences_per_world=None), 10_000, seed=0)
+    prefixes.update(local_prefix)
     shards = make_shards(local + reqs, prefixes, shard_size=3)
     assert sum(len(s["requests"]) for s in shards) == len(local) + len(reqs)
     assert len({s["shard"] for s in shards}) == len(shards)
     for s in shards:
         assert 1 <= len(s["requests"]) <= 3
         assert len({(r["strategy"], r["world"], r["prefix_key"]) for r in s["requests"]}) == 1
-        assert s["prefix"] == prefixes.get(s["prefix_key"], "")
+        assert s["prefix"] == prefixes[s["prefix_key"]]
     settings = {"generator": "x"}
     changed = make_shards([dict(local[0], prompt=local[0]["prompt"] + " ")] + local[1:] + reqs, prefixes, 3)
     assert fingerprint(shards, settings) == fingerprint(make_shards(local + reqs, prefixes, 3), settings)

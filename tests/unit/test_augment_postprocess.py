@@ -38,7 +38,7 @@ def test_too_long_is_counted():
 def test_postprocess_keeps_good_sentences_and_counts_every_drop():
     gens = [
         gen("Glon are less dangerous than femp.\nFemp are more dangerous than glon.\nGlon are less dangerous than femp."),
-        gen("Wuggles are lighter than blickets.\nFemp are bigger than glon.\nThe sky is blue today.", rid="local/w/000001/0"),
+        gen("Wuggles are lighter than blickets.\nFemp are bigger than glon.\nThe sky is blue today.\nFemp have tepsin.", rid="local/w/000001/0"),
         gen("", rid="local/w/000002/0", status="empty"),
         gen("", rid="local/w/000003/0", status="error: boom"),
         gen("   ", rid="local/w/000004/0"),
@@ -47,8 +47,8 @@ def test_postprocess_keeps_good_sentences_and_counts_every_drop():
     assert [r["text"] for r in rows] == ["Glon are less dangerous than femp."]
     c = counts["local/w"]
     assert c["generations"] == 5 and c["empty"] == 2 and c["errors"] == 1
-    assert c["sentences"] == 6 and c["kept"] == 1
-    assert c["dropped_echo"] == 2  # the source sentence and the prompt example
+    assert c["sentences"] == 7 and c["kept"] == 1
+    assert c["dropped_echo"] == 3  # the source sentence, the prompt example, an example's made-up word
     assert c["dropped_duplicate"] == 1 and c["dropped_in_training"] == 1 and c["dropped_off_topic"] == 1
     row = rows[0]
     assert row["origin"] == "augment:local" and row["source_doc_id"] == "d1" and row["world"] == "w"

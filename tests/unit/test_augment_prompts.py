@@ -28,6 +28,8 @@ def test_examples_use_only_words_that_no_world_can_have():
     texts = [t for pair in prompts.LOCAL_EXAMPLES for t in pair] + list(prompts.GLOBAL_EXAMPLE[0]) + list(prompts.GLOBAL_EXAMPLE[1:])
     made_up = {w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t)} - english
     assert made_up and all(len(w) >= 6 for w in made_up), sorted(made_up)
+    assert all(w.startswith(prompts.MADE_UP) for w in made_up), sorted(made_up)
+    assert prompts.mentions_example_word("Kibo has tepsin.") and not prompts.mentions_example_word("Kibo has a son.")
 
 
 def test_local_prompt_has_worked_examples_then_the_sentence_last():
