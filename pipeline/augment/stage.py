@@ -1,0 +1,138 @@
+"""The `augment` stage: training docs -> augmented docs (local, global, oracle) and their audit.
+
+Reads `<run>/data/{docs,items,facts}.parquet`; writes, under `<run>/augment/`:
+    shards/<shard>.parquet  raw generations, one file per shard (resumable), and shards/plan.json
+    augmented.parquet       Doc rows, origin augment:local | augment:global | augment:oracle
+    audit.json              written last: per world and strategy, precision / contradiction
+                            rate / coverage, and what was skipped, empty or dropped
+Strategies are those the configured conditions need (`cfg.strategies()`). Local and global
+prompts run on Ray Data over an actor pool of engines; the oracle and the audit are pure Python
+on the driver, through the world modules (`world_module`).
+"""
+
+from __future__ import annotations
+
+from pipeline.augment.audit import build_audit, format_audit
+from pipeline.augment.generation import generate_resumable, run_hf
+from pipeline.augment.oracle import oracle_docs
+from pipeline.augment.plan import LOCAL_PREFIX, fingerprint, make_shards, plan_global, plan_local
+from pipeline.augment.postprocess import dedupe_oracle, postprocess, training_sentences
+from pipeline.augment.prompts import PromptFormat, example_sentences
+from pipeline.config import RunConfig
+from pipeline.records import Doc, Fact, Item, read_records, write_json, write_records
+from pipeline.runs import Run
+
+NEEDS_RAY = True
+#: Test hook: called with the number of shards written so far in this run (e.g. to raise).
+AFTER_SHARD = None
+
+
+def world_module(name: str):
+    """The world module (build / closure / parse / oracle) of a world, or None if it has none."""
+    from pipeline import worlds
+
+    registry = getattr(worlds, "WORLDS", None)
+    if registry is None or name not in registry:
+        return None
+    return worlds.world_module(name)
+
+
+def resolve_device(cfg: RunConfig) -> str:
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    device = cfg.augment.device
+    if device == "auto":
+        return "cuda" if gpus > 0 else "cpu"
+    if device == "cuda" and gpus <= 0:
+        raise RuntimeError("augment.device=cuda but the Ray cluster has no GPUs; use augment.device=cpu or auto")
+    return device
+
+
+def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str]) -> tuple[list[dict], dict, dict]:
+    """Plan local/global prompts, generate the missing shards, return (generations, skipped, info)."""
+    from tqdm import tqdm
+
+    from pipeline.models import context_window, load_tokenizer, resolve
+
+    aug = cfg.augment
+    fmt = PromptFormat(load_tokenizer(aug.generator))
+    window = context_window(aug.generator)
+    requests, prefixes, skipped = [], {}, {}
+    if "local" in strategies:
+        reqs, local_prefix, skips = plan_local(train, fmt, aug, window, cfg.seed)
+        requests += reqs
+        prefixes.update(local_prefix)
+        skipped.update(skips)
+    if "global" in strategies:
+        reqs, global_prefixes, skips = plan_global(train, fmt, aug, window, cfg.seed)
+        requests += reqs
+        prefixes.update(global_prefixes)
+        skipped.update(skips)
+    shards = make_shards(requests, prefixes, aug.shard_size)
+    settings = {"generator": aug.generator.model_dump(), "engine": aug.engine, "temperature": aug.temperature}
+    shard_dir = run.path("augment", "shards")
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    from pipeline.augment.generation import prepare_shard_dir
+
+    prepare_shard_dir(shard_dir, fingerprint(shards, settings))
+    if aug.engine == "vllm":
+        from pipeline.augment.vllm_engine import run_vllm
+
+        def results(todo):
+            return run_vllm(todo, aug, str(resolve(aug.generator)), window)
+    else:
+        device = resolve_device(cfg)
+
+        def results(todo):
+            return run_hf(todo, aug, device)
+
+    with tqdm(total=len(shards), desc="augment shards", unit="shard") as bar:
+        done = generate_resumable(shards, shard_dir, results, after_shard=AFTER_SHARD, progress=bar)
+    by_id = {row["request_id"]: row for rows in done.values() for row in rows}
+    if set(by_id) != {r["request_id"] for r in requests} or sum(map(len, done.values())) != len(requests):
+        raise RuntimeError(f"{shard_dir}: shards hold {sum(map(len, done.values()))} results for {len(requests)} planned prompts")
+    generations = [{**r, **{k: by_id[r["request_id"]][k] for k in ("text", "status", "prompt_tokens", "new_tokens")}} for r in requests]
+    info = {
+        "prompts": len(requests), "shards": len(shards), "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes), "context_window": window,
+        "new_tokens": sum(g["new_tokens"] for g in generations),
+    }
+    return generations, skipped, info
+
+
+def run(cfg: RunConfig, run: Run) -> dict:
+    run.require("data")
+    docs = read_records(run.path("data", "docs.parquet"), Doc)
+    items = read_records(run.path("data", "items.parquet"), Item)
+    facts = read_records(run.path("data", "facts.parquet"), Fact)
+    train = [d for d in docs if d["origin"] == "train"]
+    strategies = cfg.strategies()
+    worlds = sorted({d["world"] for d in train})
+    modules = {w: world_module(w) for w in worlds}
+
+    generations, skipped, info = [], {}, {"prompts": 0}
+    if {"local", "global"} & set(strategies):
+        generations, skipped, info = generate(cfg, run, train, strategies)
+    train_norms = training_sentences(train)
+    rows, counts = postprocess(generations, train_norms, example_sentences(), cfg.augment.min_words, cfg.augment.max_words)
+    if "oracle" in strategies:
+        oracle_rows = []
+        for world in worlds:
+            if modules[world] is None:
+                skipped.setdefault(f"oracle/{world}", {})["no_world_module"] = 1
+                continue
+            world_facts = [f for f in facts if f["world"] == world]
+            oracle_rows += oracle_docs(world, modules[world], world_facts, [d for d in train if d["world"] == world])
+        oracle_rows, oracle_counts = dedupe_oracle(oracle_rows, train_norms)
+        rows += oracle_rows
+        counts.update(oracle_counts)
+    write_records(run.path("augment", "augmented.parquet"), Doc, rows)
+
+    generation = {key: {**counts.get(key, {}), **skipped.get(key, {})} for key in sorted(set(counts) | set(skipped))}
+    audit = build_audit(rows, items, facts, {w: m for w, m in modules.items() if m is not None}, strategies, generation)
+    audit["run"] = {"strategies": strategies, "generator": cfg.augment.generator.ref, "engine": cfg.augment.engine, **info}
+    write_json(run.path("augment", "audit.json"), audit)
+    print(format_audit(audit))
+    per_origin = {s: sum(r["origin"] == f"augment:{s}" for r in rows) for s in strategies}
+    return {"rows": len(rows), "rows_by_strategy": per_origin, **info,
+            "skipped_too_long": sum(v.get("too_long", 0) for v in skipped.values())}

@@ -1,0 +1,92 @@
+import types
+
+import pytest
+
+import test_augment_fake_world as fake
+from pipeline.augment.audit import build_audit, format_audit, label
+from pipeline.augment.oracle import oracle_docs
+from pipeline.records import Doc, validate_rows
+
+DOCS, ITEMS, FACTS = fake.build()
+W = fake.WORLD
+
+
+def aug(text, strategy="local"):
+    return {"doc_id": f"a-{text}", "world": W, "text": text, "origin": f"augment:{strategy}", "source_doc_id": None,
+            "facts": [], "completion_start": 0}
+
+
+def test_label():
+    closure = {("a", "r", "b")}
+    assert label(None, closure) == "unverifiable"
+    assert label([], closure) == "unverifiable"
+    assert label([("a", "r", "b")], closure) == "entailed"
+    assert label([("a", "r", "b"), ("b", "r", "a")], closure) == "contradicted"
+
+
+def test_oracle_rows_are_valid_docs_with_facts_and_source():
+    rows = oracle_docs(W, fake, FACTS, DOCS)
+    validate_rows(Doc, rows)
+    assert len(rows) == len(FACTS)
+    first = rows[0]
+    assert first["origin"] == "augment:oracle" and first["facts"] == [f"{W}-f0"]
+    assert first["source_doc_id"] == f"{W}-d0-0"  # the first training doc stating the fact
+
+
+def test_oracle_precision_and_reversal_coverage_are_100_percent():
+    rows = oracle_docs(W, fake, FACTS, DOCS)
+    audit = build_audit(rows, ITEMS, FACTS, {W: fake}, ["oracle"], {})
+    s = audit["worlds"][W]["strategies"]["oracle"]
+    assert s["sentences"] == len(FACTS) and s["entailed"] == len(FACTS)
+    assert s["precision"] == 1.0 and s["contradiction_rate"] == 0.0
+    assert s["reversal_coverage"] == 1.0
+    assert s["coverage_by_split"]["rephrase"]["coverage"] == 0.0  # the oracle only states new inferences
+    assert s["coverage"] == 0.5
+
+
+def test_audit_counts_labels_and_coverage_per_strategy():
+    rows = [
+        aug("Glon are less dangerous than femp."),      # entailed, covers reversal item 0
+        aug("Glon are more dangerous than femp."),      # contradicted
+        aug("Femp like to swim."),                      # unverifiable
+        aug("Troff are less heavy than yomp.", "global"),  # entailed, covers reversal item 1
+    ]
+    audit = build_audit(rows, ITEMS, FACTS, {W: fake}, ["local", "global"], {"local/fakecmp": {"kept": 3}})
+    local = audit["worlds"][W]["strategies"]["local"]
+    assert (local["entailed"], local["contradicted"], local["unverifiable"]) == (1, 1, 1)
+    assert local["precision"] == pytest.approx(1 / 3, abs=1e-4) and local["contradiction_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    assert local["reversal_coverage"] == 0.25  # 1 of 4 reversal items
+    assert local["examples"]["contradicted"] == ["Glon are more dangerous than femp."]
+    glob = audit["worlds"][W]["strategies"]["global"]
+    assert glob["precision"] == 1.0 and glob["reversal_coverage"] == 0.25
+    assert audit["generation"] == {"local/fakecmp": {"kept": 3}}
+    table = format_audit(audit)
+    assert "fakecmp" in table and "33.3%" in table and "25.0%" in table
+
+
+def test_strategy_without_sentences_has_no_precision_and_zero_coverage():
+    audit = build_audit([], ITEMS, FACTS, {W: fake}, ["local"], {})
+    s = audit["worlds"][W]["strategies"]["local"]
+    assert s["sentences"] == 0 and s["precision"] is None and s["coverage"] == 0.0
+
+
+def test_world_without_module_is_reported_not_audited():
+    rows = [dict(aug("Alice is Bob's friend."), world="corpus")]
+    audit = build_audit(rows, ITEMS, FACTS, {W: fake}, ["local"], {})
+    assert audit["worlds"]["corpus"] == {"auditable": False, "reason": "no world module with parse/closure for this world"}
+    assert "not audited" in format_audit(audit)
+
+
+def test_unparsed_items_are_counted_not_covered():
+    items = ITEMS + [dict(ITEMS[0], item_id="odd", prompt="Which is wilder:")]
+    audit = build_audit([], items, FACTS, {W: fake}, ["local"], {})
+    assert audit["worlds"][W]["items_unparsed"] == 1
+
+
+def test_bad_oracle_entries_name_the_world():
+    bad = types.SimpleNamespace(oracle=lambda facts: [("Glon are small.", ["nope"])])
+    with pytest.raises(ValueError, match="fakecmp.*unknown fact 'nope'"):
+        oracle_docs(W, bad, FACTS, DOCS)
+    worse = types.SimpleNamespace(oracle=lambda facts: ["just a string"])
+    with pytest.raises(ValueError, match="oracle entry 0"):
+        oracle_docs(W, worse, FACTS, DOCS)
