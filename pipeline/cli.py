@@ -7,6 +7,7 @@ traceback only with --debug).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -24,6 +25,11 @@ HELP = {
     "run": "run every stage in order, skipping finished ones",
     "serve": "serve a finished run (evaluator and tuned models) on Ray Serve",
 }
+
+
+# Ray Data logs its progress every 10 s when stdout is not a terminal (CI, `ray job submit`);
+# once a minute is enough beside the stages' own progress lines.
+os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
 
 
 class UsageError(ValueError):

@@ -76,6 +76,9 @@ class RunConfig(Section):
             raise ValueError("conditions: a condition is listed twice")
         if not self.conditions:
             raise ValueError("conditions: list at least one condition")
+        if "generator" not in self.augment.model_fields_set:
+            # the model under study writes its own augmentations unless another is configured
+            self.augment.generator = self.model.model_copy()
         return self
 
     @property

@@ -15,7 +15,7 @@ from pipeline.section import ModelConfig, Section
 
 
 class AugmentConfig(Section):
-    generator: ModelConfig = Field(default_factory=ModelConfig, description="The model that writes the augmentations (may differ from the model under study).")
+    generator: ModelConfig = Field(default_factory=ModelConfig, description="The model that writes the augmentations; default: the model under study (`model`).")
     engine: Literal["hf", "vllm"] = Field(
         "hf", description="Generation engine: 'hf' (transformers, CPU or GPU) or 'vllm' (ray.data.llm; needs CUDA and the `gpu` extra)."
     )

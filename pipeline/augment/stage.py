@@ -96,6 +96,9 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str])
     info = {
         "prompts": len(requests), "shards": len(shards), "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes), "context_window": window,
         "new_tokens": sum(g["new_tokens"] for g in generations),
+        # prompt + generated tokens per strategy: the report's augmentation FLOPs
+        "tokens_by_strategy": {s: sum(g["prompt_tokens"] + g["new_tokens"] for g in generations if g["strategy"] == s)
+                               for s in strategies if s != "oracle"},
     }
     return generations, skipped, info
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -42,10 +43,16 @@ def _stage_summary(run: Run, stage: str) -> dict:
     return run.manifest(stage) if run.is_done(stage) else {}
 
 
+def trained_tokens(run: Run, condition: str) -> int:
+    """Tokens a condition's training processed, as recorded in its exported model folder."""
+    record = run.path("models", condition, "train_config.json")
+    if not record.is_file():
+        return 0
+    return int(json.loads(record.read_text()).get("result", {}).get("tokens", 0))
+
+
 def cost_inputs(cfg: RunConfig, run: Run) -> CostInputs:
     """Token counts and wall times recorded by the stages' manifests and results.json."""
-    import json
-
     src = models.resolve(cfg.model)
     params = parameter_count(Path(src)) if not isinstance(src, str) else 0
     results = json.loads(run.path("results.json").read_text())
@@ -64,11 +71,9 @@ def cost_inputs(cfg: RunConfig, run: Run) -> CostInputs:
             prefix = sum(icl.get(w, {}).get("prefix_tokens", 0) * n for w, n in items_per_world.items()) / n_items
             per_item += prefix
         query_tokens[cond] = per_item
-    train = _stage_summary(run, "train").get("summary", {})
-    train_tokens = {c: int(v.get("tokens_trained", 0)) for c, v in train.get("conditions", {}).items()}
+    train_tokens = {c: trained_tokens(run, c) for c in cfg.ft_conditions()}
     augment = _stage_summary(run, "augment").get("summary", {})
-    augment_tokens = {s: int(v.get("prompt_tokens", 0) + v.get("generated_tokens", 0))
-                      for s, v in augment.get("strategies", {}).items()}
+    augment_tokens = {s: int(n) for s, n in augment.get("tokens_by_strategy", {}).items()}
     seconds = {s: round(run.manifest(s)["seconds"], 1) for s in ("data", "augment", "train", "evaluate") if run.is_done(s)}
     return CostInputs(params=params, train_tokens=train_tokens, augment_tokens=augment_tokens,
                       query_tokens=query_tokens, stage_seconds=seconds)

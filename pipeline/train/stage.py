@@ -39,6 +39,7 @@ class Prepared:
     steps: int
     padding_share: float
     fingerprint: str
+    augmented: int = 0  # of `docs`, how many are augmentations
 
 
 def augmented_docs(cfg: RunConfig, run: Run) -> list[dict]:
@@ -71,7 +72,8 @@ def prepare(condition: str, cfg: RunConfig, train_docs, extra_docs, tokenizer, m
     digest = hashlib.sha256()
     for ex in examples:
         digest.update(json.dumps([ex.doc_id, ex.input_ids, ex.num_context]).encode())
-    return Prepared(condition, len(docs), rows, len(examples), len(plan), padding_share(rows), digest.hexdigest()[:16])
+    augmented = sum(d["origin"] != "train" for d in docs)
+    return Prepared(condition, len(docs), rows, len(examples), len(plan), padding_share(rows), digest.hexdigest()[:16], augmented)
 
 
 def training_record(cfg: RunConfig, p: Prepared, model_path) -> dict:
@@ -144,14 +146,14 @@ def run(cfg: RunConfig, run: Run) -> dict:
     for p in prepared:
         target = run.path("models", p.condition)
         record = training_record(cfg, p, model_path)
-        facts = {"docs": p.docs, "examples": p.examples, "steps": p.steps, "padding_share": round(p.padding_share, 4)}
+        facts = {"docs": p.docs, "augmented_docs": p.augmented, "examples": p.examples, "steps": p.steps, "padding_share": round(p.padding_share, 4)}
         if reusable(target, record):
             print(f"[train] {p.condition}: {target} is complete; skipped")
             summary[p.condition] = {**facts, "skipped": True}
             continue
         name = p.condition.replace("+", "_")
         remove_folder(storage, name)  # checkpoints of a killed earlier attempt
-        print(f"[train] {p.condition}: {p.examples} examples from {p.docs} docs, {p.steps} steps, "
+        print(f"[train] {p.condition}: {p.examples} examples from {p.docs} docs ({p.augmented} augmented), {p.steps} steps, "
               f"padding {p.padding_share:.1%}")
         result = fit(name, p.rows, cfg.train, str(model_path), cfg.seed, storage,
                      probe=p.rows[0], cpus_per_worker=cpus)

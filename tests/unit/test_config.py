@@ -95,3 +95,10 @@ def test_saved_config_round_trips_and_changed_config_is_refused(tmp_path):
 
 def test_differing_keys_ignores_runtime_sections():
     assert differing_keys({"a": {"b": 1}, "ray": {"x": 1}}, {"a": {"b": 2}, "ray": {"x": 2}}) == ["a.b"]
+
+
+def test_generator_defaults_to_the_model_under_study(tmp_path):
+    cfg = load_config(write(tmp_path, "name: x\nmodel: {ref: tiny-random}\n"))
+    assert cfg.augment.generator.ref == "tiny-random"
+    cfg = load_config(write(tmp_path, "name: x\nmodel: {ref: tiny-random}\naugment: {generator: {ref: /m/big}}\n"))
+    assert cfg.augment.generator.ref == "/m/big"
