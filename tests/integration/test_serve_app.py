@@ -1,0 +1,205 @@
+"""The Serve application on a fabricated run folder: every endpoint over HTTP on 127.0.0.1.
+
+The run holds the tiny model as base, a "tuned" copy whose output layer is shifted (so its
+greedy text differs from the base's), a LoRA adapter, and a few docs and items. One replica per
+deployment holding at most one model, so alternating two models must load and evict.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+import torch
+
+from pipeline.config import RunConfig
+from pipeline.models import load_model, load_tokenizer
+from pipeline.records import Doc, Item, write_records
+from pipeline.runs import Run
+from serve.checkpoints import load_checkpoint, served_models
+from serve.generation import GenerationRequest, generate_batch
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+DOCS = [
+    {"doc_id": "d0", "world": "reversals", "text": "Femp are more dangerous than glon.", "origin": "train"},
+    {"doc_id": "d1", "world": "reversals", "text": "Troff are brighter than yomp.", "origin": "train"},
+]
+ITEMS = [
+    {"item_id": f"i{k}", "world": "reversals", "split": "reversal" if k < 3 else "rephrase", "subtask": "comparison",
+     "prompt": p, "choices": c, "answer_index": a}
+    for k, (p, c, a) in enumerate([
+        ("Glon are", ["less dangerous than femp.", "more dangerous than femp."], 0),
+        ("Yomp are", ["less bright than troff.", "brighter than troff."], 0),
+        ("Femp are", ["less dangerous than glon.", "more dangerous than glon."], 1),
+        ("Troff are", ["brighter than yomp.", "less bright than yomp."], 0),
+    ])
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _save_shifted_model(tiny_model_dir, out) -> None:
+    """A stand-in for a tuned model: the tiny model with its output layer untied and shifted."""
+    model = load_model(str(tiny_model_dir))
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().roll(-1, dims=0).clone())
+    model.save_pretrained(out)
+    load_tokenizer(str(tiny_model_dir)).save_pretrained(out)
+
+
+def _save_lora_adapter(tiny_model_dir, out) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
+                      init_lora_weights=False)
+    get_peft_model(load_model(str(tiny_model_dir)), lora).save_pretrained(out)
+
+
+@pytest.fixture(scope="module")
+def run_cfg(tmp_path_factory, tiny_model_dir) -> RunConfig:
+    root = tmp_path_factory.mktemp("serve-runs")
+    cfg = RunConfig.model_validate({
+        "name": "served", "output_dir": str(root), "conditions": ["base", "icl", "ft", "ft+oracle"],
+        "model": {"ref": str(tiny_model_dir), "max_context": 256},
+        "serve": {
+            "port": _free_port(), "max_models_per_replica": 1, "max_batch_size": 4, "batch_wait_timeout_s": 0.2,
+            "max_tokens_cap": 32, "max_prompts": 3, "max_items": 3, "max_body_bytes": 4000,
+            "generation": {"num_cpus": 0.5}, "evaluator": {"num_cpus": 0.5}, "ingress": {"num_cpus": 0.1},
+            "health_check_period_s": 2,
+        },
+    })
+    run = Run.of(cfg)
+    run.save_config(cfg)
+    write_records(run.path("data", "docs.parquet"), Doc, DOCS)
+    write_records(run.path("data", "items.parquet"), Item, ITEMS)
+    _save_shifted_model(tiny_model_dir, run.path("models", "ft"))
+    _save_lora_adapter(tiny_model_dir, run.path("models", "ft+oracle"))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def client(ray_cluster, run_cfg):
+    from ray import serve
+
+    from serve.app import start
+
+    start(run_cfg)
+    with httpx.Client(base_url=f"http://127.0.0.1:{run_cfg.serve.port}", timeout=120) as http:
+        yield http
+    serve.shutdown()
+
+
+def _local_greedy(cfg: RunConfig, model_name: str, prompt: str, max_tokens: int, chat: bool = False) -> str:
+    model = load_checkpoint(cfg, served_models(Run.of(cfg))[model_name])
+    req = GenerationRequest(prompt, max_tokens, add_special_tokens=not chat)
+    return generate_batch(model, load_tokenizer(cfg.model), [req])[0].text
+
+
+def _error(resp: httpx.Response, status: int, param: str) -> str:
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["param"] == param, err
+    assert err["message"].startswith(param + ":"), err
+    return err["message"]
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def test_models_lists_base_and_every_tuned_condition(client):
+    resp = client.get("/v1/models")
+    assert resp.status_code == 200
+    assert [m["id"] for m in resp.json()["data"]] == ["base", "ft", "ft+oracle"]
+    assert all(m["object"] == "model" for m in resp.json()["data"])
+
+
+def test_completion_serves_the_requested_model(client, run_cfg):
+    outs = {}
+    for name in ("base", "ft", "ft+oracle"):
+        resp = client.post("/v1/completions", json={"model": name, "prompt": "Hello", "max_tokens": 6, "temperature": 0})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["object"] == "text_completion" and body["model"] == name
+        outs[name] = body["choices"][0]["text"]
+        assert outs[name] == _local_greedy(run_cfg, name, "Hello", 6)
+        assert body["choices"][0]["finish_reason"] == "length"
+        assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
+    assert len(set(outs.values())) == 3  # three different models answered
+
+
+def test_completion_with_several_prompts_keeps_their_order(client, run_cfg):
+    prompts = ["Hello", "A much longer prompt", "xy"]
+    resp = client.post("/v1/completions", json={"model": "ft", "prompt": prompts, "max_tokens": 4, "temperature": 0})
+    assert resp.status_code == 200, resp.text
+    texts = [c["text"] for c in sorted(resp.json()["choices"], key=lambda c: c["index"])]
+    assert texts == [_local_greedy(run_cfg, "ft", p, 4) for p in prompts]
+
+
+def test_chat_completion_applies_the_chat_template(client, run_cfg):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    resp = client.post("/v1/chat/completions", json={"model": "ft", "messages": messages, "max_tokens": 5, "temperature": 0})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    prompt = load_tokenizer(run_cfg.model).apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert body["choices"][0]["message"]["content"] == _local_greedy(run_cfg, "ft", prompt, 5, chat=True)
+    assert body["usage"]["prompt_tokens"] == len(load_tokenizer(run_cfg.model)(prompt, add_special_tokens=False)["input_ids"])
+
+
+def test_concurrent_requests_are_batched_and_answer_like_single_ones(client, run_cfg):
+    import concurrent.futures as cf
+
+    prompts = ["one", "two two", "three three three", "four"]
+    before = client.get("/v1/stats").json()["generator"]["batch_sizes"]
+    with cf.ThreadPoolExecutor(4) as pool:
+        resps = list(pool.map(lambda p: client.post("/v1/completions", json={
+            "model": "base", "prompt": p, "max_tokens": 3, "temperature": 0}), prompts))
+    assert [r.json()["choices"][0]["text"] for r in resps] == [_local_greedy(run_cfg, "base", p, 3) for p in prompts]
+    after = client.get("/v1/stats").json()["generator"]["batch_sizes"]
+    grown = {int(k): v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+    assert sum(k * v for k, v in grown.items()) == len(prompts)
+    assert max(grown) > 1, f"no batch held more than one request: {grown}"
+
+
+def test_multiplexing_loads_and_evicts_least_recently_used(client):
+    def ask(model):
+        resp = client.post("/v1/completions", json={"model": model, "prompt": "ab", "max_tokens": 1})
+        assert resp.status_code == 200, resp.text
+
+    ask("ft")  # whatever was loaded before, "ft" is the one model held now
+    start = client.get("/v1/stats").json()["generator"]
+    assert start["loaded"] == ["ft"]
+    for model in ("base", "ft", "base", "ft"):
+        ask(model)
+    stats = client.get("/v1/stats").json()["generator"]
+    assert stats["loaded"] == ["ft"]
+    assert stats["loads"]["ft"] - start["loads"]["ft"] == 2
+    assert stats["loads"]["base"] - start["loads"].get("base", 0) == 2
+    assert stats["evictions"]["base"] - start["evictions"].get("base", 0) == 2
+
+
+# ---------------------------------------------------------------------------- operations
+
+
+def test_healthz(client, run_cfg):
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.json()["status"] == "ok"
+    assert resp.json()["models"] == ["base", "ft", "ft+oracle"]
+
+
+def test_deployments_use_the_configured_resources(client, run_cfg):
+    from ray import serve
+
+    status = serve.status().applications[run_cfg.serve.app_name]
+    assert status.status == "RUNNING"
+    assert set(status.deployments) == {"Ingress", "Generator", "Evaluator"}
+    assert all(d.status == "HEALTHY" for d in status.deployments.values())
