@@ -3,8 +3,9 @@
 A batch may mix prompts of different lengths and different `max_tokens`: prompts are left-padded
 and generated together up to the largest `max_tokens` of their group, then each output is cut to
 its own `max_tokens`. Greedy decoding of a prompt therefore gives the same tokens alone or in a
-batch. Requests with different sampling settings (temperature, top_p, stop strings) are
-generated in separate groups, since `generate` takes one setting per call.
+batch. Requests with different sampling settings (temperature, top_p) are generated in separate
+groups, since `generate` takes one setting per call. Stop strings are matched in the generated
+text only (never in the prompt); the text ends before the first one.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class GenerationRequest:
     def sampling_key(self) -> tuple:
         greedy = self.temperature == 0
         return (greedy, 0.0 if greedy else self.temperature, 1.0 if greedy else self.top_p,
-                self.stop, self.add_special_tokens)
+                self.add_special_tokens)
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,6 @@ def _generate_group(model, tokenizer, reqs: list[GenerationRequest]) -> list[Gen
     kwargs = {"do_sample": False} if first.temperature == 0 else {
         "do_sample": True, "temperature": first.temperature, "top_p": first.top_p, "top_k": 0,
     }
-    if first.stop:
-        kwargs.update(stop_strings=list(first.stop), tokenizer=tokenizer)
     with torch.inference_mode():
         out = model.generate(
             **enc, max_new_tokens=max(r.max_tokens for r in reqs),
@@ -82,12 +81,16 @@ def _generate_group(model, tokenizer, reqs: list[GenerationRequest]) -> list[Gen
 
 
 def _finish(tokenizer, req: GenerationRequest, row: list[int], prompt_tokens: int, ends: set[int]) -> GenerationResult:
+    """Cut one generated row at max_tokens, the first end token, or the first stop string."""
     row = row[: req.max_tokens]
     end = next((k for k, t in enumerate(row) if t in ends), None)
-    tokens = row if end is None else row[: end + 1]
-    text = tokenizer.decode(row if end is None else row[:end], skip_special_tokens=True)
-    finish = "stop" if end is not None else "length"
+    tokens = row if end is None else row[:end]
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    used, finish = len(tokens) + (end is not None), "stop" if end is not None else "length"
     cut = min((text.find(s) for s in req.stop if s in text), default=-1)
     if cut >= 0:
+        # the tokens it took to produce the stop string: the shortest prefix whose text holds one
+        used = next(k for k in range(1, len(tokens) + 1)
+                    if any(s in tokenizer.decode(tokens[:k], skip_special_tokens=True) for s in req.stop))
         text, finish = text[:cut], "stop"
-    return GenerationResult(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
+    return GenerationResult(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=used)

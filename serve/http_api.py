@@ -71,7 +71,9 @@ app.add_middleware(BodySizeLimit)
 
 @app.exception_handler(RequestValidationError)
 async def _invalid_body(request: Request, err: RequestValidationError) -> JSONResponse:
-    first = err.errors()[0]
+    errors = err.errors()
+    # The first offending field; of its errors (one per union branch), the deepest names it best.
+    first = max((e for e in errors if e["loc"][:2] == errors[0]["loc"][:2]), key=lambda e: len(e["loc"]))
     if first["type"] == "json_invalid":
         return JSONResponse(error_body("body", f"malformed JSON: {first['ctx'].get('error', '')}".strip()), 400)
     param = field_path(tuple(first["loc"]), unknown_field=first["type"] == "extra_forbidden")

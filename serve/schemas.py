@@ -36,6 +36,7 @@ def _not_blank(text: str) -> str:
 
 
 NonBlank = Annotated[str, AfterValidator(_not_blank)]
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 class StrictBody(BaseModel):
@@ -47,7 +48,7 @@ class SamplingFields(StrictBody):
     max_tokens: int | None = Field(None, ge=1, description="Tokens to generate; default and cap from the config.")
     temperature: float = Field(1.0, ge=0, le=2, description="0 decodes greedily.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (ignored when greedy).")
-    stop: NonBlank | list[NonBlank] | None = Field(None, description="Up to 4 strings that end the text.")
+    stop: NonEmpty | list[NonEmpty] | None = Field(None, description="Up to 4 strings that end the text.")
     n: Literal[1] = Field(1, description="Completions per prompt; only 1 is supported.")
     stream: Literal[False] = Field(False, description="Streaming is not supported; must be false.")
     user: str | None = Field(None, description="Caller id (accepted, unused).")
@@ -107,7 +108,7 @@ def field_path(loc: tuple, unknown_field: bool = False) -> str:
     for k, p in enumerate(parts):
         if unknown_field and k == len(parts) - 1 and isinstance(p, str):
             out += f".{p}" if out else p
-        elif isinstance(p, int):
+        elif isinstance(p, int) and out:  # a bare index is a position in malformed JSON, not a field
             out += f"[{p}]"
         elif p in _FIELDS:
             out += f".{p}" if out else p

@@ -203,3 +203,67 @@ def test_deployments_use_the_configured_resources(client, run_cfg):
     assert status.status == "RUNNING"
     assert set(status.deployments) == {"Ingress", "Generator", "Evaluator"}
     assert all(d.status == "HEALTHY" for d in status.deployments.values())
+
+
+# ---------------------------------------------------------------------------- bad input
+
+GOOD = {"model": "ft", "prompt": "Hello", "max_tokens": 2}
+CHAT = {"model": "ft", "messages": [{"role": "user", "content": "Hi"}]}
+ITEM = {"prompt": "Glon are", "choices": ["less dangerous than femp.", "more dangerous than femp."]}
+BAD_REQUESTS = [
+    # (path, body, status, field)
+    ("/v1/completions", {**GOOD, "max_tokens": "16"}, 400, "max_tokens"),
+    ("/v1/completions", {**GOOD, "max_tokens": 33}, 400, "max_tokens"),
+    ("/v1/completions", {**GOOD, "max_tokens": 0}, 400, "max_tokens"),
+    ("/v1/completions", {**GOOD, "temperature": "hot"}, 400, "temperature"),
+    ("/v1/completions", {**GOOD, "prompt": 5}, 400, "prompt"),
+    ("/v1/completions", {**GOOD, "prompt": ""}, 400, "prompt"),
+    ("/v1/completions", {**GOOD, "prompt": ["a", "  "]}, 400, "prompt[1]"),
+    ("/v1/completions", {**GOOD, "prompt": ["a", "b", "c", "d"]}, 400, "prompt"),
+    ("/v1/completions", {**GOOD, "prompt": "word " * 60}, 400, "prompt"),
+    ("/v1/completions", {**GOOD, "prompt": ["a", "word " * 60]}, 400, "prompt[1]"),
+    ("/v1/completions", {**GOOD, "model": "ft+global"}, 404, "model"),
+    ("/v1/completions", {k: v for k, v in GOOD.items() if k != "model"}, 400, "model"),
+    ("/v1/completions", {**GOOD, "best_of": 2}, 400, "best_of"),
+    ("/v1/completions", {**GOOD, "stream": True}, 400, "stream"),
+    ("/v1/completions", {**GOOD, "n": 2}, 400, "n"),
+    ("/v1/completions", {**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ("/v1/completions", [GOOD], 400, "body"),
+    ("/v1/chat/completions", {**CHAT, "messages": []}, 400, "messages"),
+    ("/v1/chat/completions", {**CHAT, "messages": [{"role": "robot", "content": "Hi"}]}, 400, "messages[0].role"),
+    ("/v1/chat/completions", {**CHAT, "model": "icl"}, 404, "model"),
+    ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "choices": []}]}, 400, "items[0].choices"),
+    ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "choices": ["one"]}]}, 400, "items[0].choices"),
+    ("/v1/evaluate", {"condition": "base", "items": [ITEM, {**ITEM, "choices": ["a", " "]}]}, 400, "items[1].choices[1]"),
+    ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "prompt": ""}]}, 400, "items[0].prompt"),
+    ("/v1/evaluate", {"condition": "base", "items": [ITEM] * 4}, 400, "items"),
+    ("/v1/evaluate", {"condition": "base", "items": []}, 400, "items"),
+    ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "prompt": "word " * 60}]}, 400, "items[0]"),
+    ("/v1/evaluate", {"condition": "ft+local", "items": [ITEM]}, 404, "condition"),
+    ("/v1/evaluate", {"condition": "base", "items": "all"}, 400, "items"),
+    ("/v1/evaluate/split", {"condition": "base", "world": "moons", "split": "reversal"}, 404, "world"),
+    ("/v1/evaluate/split", {"condition": "base", "world": "reversals", "split": "moon"}, 404, "split"),
+    ("/v1/evaluate/split", {"condition": "nope", "world": "reversals", "split": "reversal"}, 404, "condition"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,field", BAD_REQUESTS, ids=[f"{p}:{f}:{i}" for i, (p, _, _, f) in enumerate(BAD_REQUESTS)])
+def test_bad_request_is_a_4xx_naming_the_field(client, path, body, status, field):
+    _error(client.post(path, json=body), status, field)
+
+
+def test_malformed_json_names_the_body(client):
+    msg = _error(client.post("/v1/completions", content=b'{"model": "ft", "prompt": ', headers={"content-type": "application/json"}), 400, "body")
+    assert "malformed JSON" in msg
+
+
+def test_oversized_body_is_413(client, run_cfg):
+    big = {**GOOD, "prompt": "x" * run_cfg.serve.max_body_bytes}
+    _error(client.post("/v1/completions", json=big), 413, "body")
+    chunks = (b"x" * 1000 for _ in range(10))  # no content-length: the size is counted while reading
+    _error(client.post("/v1/completions", content=chunks, headers={"content-type": "application/json"}), 413, "body")
+
+
+def test_unknown_route_and_wrong_method_are_json_errors(client):
+    _error(client.get("/v1/nothing"), 404, "path")
+    _error(client.get("/v1/completions"), 405, "path")
