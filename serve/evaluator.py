@@ -1,10 +1,11 @@
 """Evaluator deployment: likelihood scoring of items under a condition of the run.
 
 Scores come from `pipeline.evaluate.scoring.score_items`, the offline evaluator's one scoring
-function, so a served score equals the offline one. Conditions: `base` (the base model), `icl`
-(the base model reading the run's training corpus first; the prefix is encoded once per replica
-and its KV cache reused), or a tuned condition under models/. Model weights are multiplexed like
-the generator's (icl shares the base weights).
+function, and each condition is built by the offline evaluator's own code
+(`pipeline.evaluate.conditions`: the model or merged LoRA adapter, its tokenizer, and for `icl`
+the world's context of origin=="train" documents), so a served score equals the offline one.
+The ICL context of a world is encoded once per replica and its KV cache reused. Model weights
+are multiplexed like the generator's; `icl` shares the `base` weights.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from collections import Counter
 from ray import serve
 
 from pipeline.config import RunConfig
-from pipeline.records import Item, read_records
+from pipeline.records import Doc, Item, read_records
 from pipeline.runs import Run
-from serve.checkpoints import load_checkpoint, served_models
 from serve.generator import LoadedModel, set_torch_threads
 from serve.schemas import ApiError
 
@@ -48,29 +48,40 @@ def accuracy(rows: list[dict], key: str) -> tuple[float, float]:
 @serve.deployment(name="Evaluator")
 class Evaluator:
     def __init__(self, cfg: dict, max_models_per_replica: int, batch_size: int, torch_threads: int):
-        from pipeline.models import load_tokenizer
-
         self.cfg = RunConfig.model_validate(cfg)
         self.run = Run.of(self.cfg)
         self.batch_size = batch_size
         self.device = set_torch_threads(torch_threads)
-        self.tokenizer = load_tokenizer(self.cfg.model)
         self.loads: Counter[str] = Counter()
-        self.icl_prefix = None  # encoded on first use, kept for the replica's life
+        self.contexts = None  # world -> ICL context, built on first use
+        self.prefixes: dict = {}  # world -> encoded prefix (KV cache), kept for the replica's life
         self.lock = asyncio.Lock()  # one forward pass at a time: the CPU is the bottleneck
 
         async def load(model_id: str) -> LoadedModel:
-            checkpoint = served_models(self.run)[model_id]
-            model = await asyncio.to_thread(load_checkpoint, self.cfg, checkpoint, self.device)
+            spec = self._spec(model_id)
+            from pipeline.evaluate.conditions import load_condition_model
+
+            model, tokenizer = await asyncio.to_thread(load_condition_model, spec, self.device)
             self.loads[model_id] += 1
-            return LoadedModel(model_id, model, self.tokenizer)
+            return LoadedModel(model_id, model, tokenizer)
 
         self.load_model = load  # serve.multiplexed keeps its LRU cache on this function object
         self.get_model = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(load)
 
-    async def score_items(self, condition: str, items: list[dict]) -> list[dict]:
+    def _spec(self, condition: str):
+        from pipeline.evaluate.conditions import ConditionError, condition_spec
+
+        try:
+            return condition_spec(self.cfg, self.run, condition)
+        except ConditionError as err:
+            raise ApiError(404, "condition", str(err)) from None
+
+    async def score_items(self, condition: str, items: list[dict], world: str | None = None) -> list[dict]:
         """Items as {prompt, choices}; each comes back with its choices' log-probs and predictions."""
         named = [{"item_id": f"items[{i}]", **item} for i, item in enumerate(items)]
+        if condition == "icl":
+            world = world or self._only_world()
+            named = [{**item, "world": world} for item in named]
         scores = await self._score(condition, named)
         return [{k: v for k, v in row.items() if k != "item_id"} for row in summarize(scores)]
 
@@ -96,21 +107,43 @@ class Evaluator:
 
         loaded = await self.get_model(serve.get_multiplexed_model_id())
         async with self.lock:
-            prefix = await self._icl_prefix(loaded) if condition == "icl" else None
+            prefix = await asyncio.to_thread(self._icl_prefix, loaded, items[0]["world"]) if condition == "icl" else None
             try:
                 return await asyncio.to_thread(score_items, loaded.model, loaded.tokenizer, items,
                                                prefix=prefix, batch_size=self.batch_size)
             except ScoringError as err:
                 raise ApiError(400, "items", str(err)) from None
 
-    async def _icl_prefix(self, loaded: LoadedModel):
-        raise ApiError(501, "condition", "icl is not available yet")
+    def _only_world(self) -> str:
+        worlds = sorted({it["world"] for it in read_records(self.run.path("data", "items.parquet"), Item)})
+        if len(worlds) != 1:
+            raise ApiError(400, "world", f"the icl condition needs the world whose documents form the context; "
+                                         f"this run has {worlds}")
+        return worlds[0]
+
+    def _icl_prefix(self, loaded: LoadedModel, world: str):
+        """The world's ICL context, built as the offline evaluator builds it, encoded once."""
+        from pipeline.evaluate.conditions import ConditionError, icl_contexts
+        from pipeline.evaluate.scorer import condition_window
+        from pipeline.evaluate.scoring import encode_prefix
+
+        if self.contexts is None:
+            docs = read_records(self.run.path("data", "docs.parquet"), Doc)
+            items = read_records(self.run.path("data", "items.parquet"), Item)
+            try:
+                self.contexts = icl_contexts(self.cfg, docs, items, loaded.tokenizer, condition_window(self._spec("icl")))
+            except ConditionError as err:
+                raise ApiError(400, "condition", str(err)) from None
+        if world not in self.contexts:
+            raise ApiError(404, "world", f"{world!r} has no ICL context in this run; worlds: {sorted(self.contexts)}")
+        if world not in self.prefixes:
+            self.prefixes[world] = encode_prefix(loaded.model, loaded.tokenizer, self.contexts[world].text)
+        return self.prefixes[world]
 
     def stats(self) -> dict:
         wrapper = getattr(self.load_model, "__serve_multiplex_wrapper", None)
         return {"loaded": list(wrapper.models) if wrapper is not None else [], "loads": dict(self.loads),
-                "icl_prefix_tokens": self.icl_prefix.num_tokens if self.icl_prefix is not None else None,
-                "time": time.time()}
+                "icl_prefix_tokens": {w: p.num_tokens for w, p in self.prefixes.items()}, "time": time.time()}
 
     def check_health(self) -> None:
         if not self.run.path("data", "items.parquet").is_file():

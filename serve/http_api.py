@@ -186,7 +186,7 @@ class Ingress:
             self._check_length(item.prompt + " " + longest, 0, f"items[{i}]")
         handle = self._evaluator_for(body.condition)
         items = [item.model_dump() for item in body.items]
-        results = await handle.score_items.remote(body.condition, items)
+        results = await handle.score_items.remote(body.condition, items, body.world)
         return {"condition": body.condition, "results": results}
 
     @app.post("/v1/evaluate/split")
@@ -195,10 +195,11 @@ class Ingress:
         return await handle.score_split.remote(body.condition, body.world, body.split)
 
     def _evaluator_for(self, condition: str):
+        extra = list(getattr(self.cfg.evaluate, "checkpoints", None) or {})  # the evaluator's named extra models
         try:
-            weights = weights_for_condition(condition, self.run)
+            weights = condition if condition in extra else weights_for_condition(condition, self.run)
         except KeyError:
-            known = ["base", "icl", *[m for m in served_models(self.run) if m != "base"]]
+            known = ["base", "icl", *[m for m in served_models(self.run) if m != "base"], *extra]
             raise ApiError(404, "condition", f"{condition!r} is not available in this run; available: {known}") from None
         return self.evaluator.options(multiplexed_model_id=weights)
 

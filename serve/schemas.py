@@ -84,6 +84,9 @@ class EvalItem(StrictBody):
 class EvaluateRequest(StrictBody):
     condition: NonBlank = Field(..., description="base, icl, or a tuned condition of the run.")
     items: list[EvalItem] = Field(..., min_length=1)
+    world: NonBlank | None = Field(
+        None, description="icl only: the world whose training documents form the context (default: the run's only world)."
+    )
 
 
 class EvaluateSplitRequest(StrictBody):

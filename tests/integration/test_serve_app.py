@@ -67,7 +67,7 @@ def run_cfg(tmp_path_factory, tiny_model_dir) -> RunConfig:
     root = tmp_path_factory.mktemp("serve-runs")
     cfg = RunConfig.model_validate({
         "name": "served", "output_dir": str(root), "conditions": ["base", "icl", "ft", "ft+oracle"],
-        "model": {"ref": str(tiny_model_dir), "max_context": 256},
+        "model": {"ref": str(tiny_model_dir), "max_context": 1024},
         "serve": {
             "port": _free_port(), "max_models_per_replica": 1, "max_batch_size": 4, "batch_wait_timeout_s": 0.2,
             "max_tokens_cap": 32, "max_prompts": 3, "max_items": 3, "max_body_bytes": 4000,
@@ -186,6 +186,82 @@ def test_multiplexing_loads_and_evicts_least_recently_used(client):
     assert stats["evictions"]["base"] - start["evictions"].get("base", 0) == 2
 
 
+# ---------------------------------------------------------------------------- evaluator
+
+try:  # the offline evaluator's scoring function and conditions (the evaluate stage)
+    from pipeline.evaluate import conditions as offline_conditions
+    from pipeline.evaluate import scoring as offline_scoring
+except ImportError:  # only on a tree without the evaluate stage
+    offline_conditions = offline_scoring = None
+needs_scoring = pytest.mark.skipif(offline_scoring is None, reason="pipeline.evaluate.scoring is not in this tree: "
+                                   "the evaluator is checked against it once the evaluate stage is present")
+
+
+def _offline_scores(cfg: RunConfig, condition: str, items: list[dict]) -> list[dict]:
+    """What the offline evaluator computes for these items under `condition`."""
+    from pipeline.evaluate.scorer import condition_window
+
+    run = Run.of(cfg)
+    spec = offline_conditions.condition_spec(cfg, run, "base" if condition == "icl" else condition)
+    model, tokenizer = offline_conditions.load_condition_model(spec)
+    prefix = None
+    if condition == "icl":
+        contexts = offline_conditions.icl_contexts(cfg, DOCS_FULL, ITEMS_FULL, tokenizer, condition_window(spec))
+        prefix = offline_scoring.encode_prefix(model, tokenizer, contexts[items[0]["world"]].text)
+    return offline_scoring.score_items(model, tokenizer, items, prefix=prefix, batch_size=cfg.serve.eval_batch_size)
+
+
+DOCS_FULL = [{"source_doc_id": None, "facts": [], "completion_start": 0, **d} for d in DOCS]
+ITEMS_FULL = [{"support_fact_ids": [], **it} for it in ITEMS]
+
+
+@needs_scoring
+@pytest.mark.parametrize("condition", ["base", "icl", "ft", "ft+oracle"])
+def test_evaluate_equals_the_offline_scorer(client, run_cfg, condition):
+    asked = [{"prompt": it["prompt"], "choices": it["choices"]} for it in ITEMS[:3]]
+    resp = client.post("/v1/evaluate", json={"condition": condition, "items": asked})
+    assert resp.status_code == 200, resp.text
+    served = resp.json()["results"]
+    offline = _offline_scores(run_cfg, condition, [{**it, "item_id": f"items[{k}]", "world": "reversals"}
+                                                    for k, it in enumerate(asked)])
+    for got, want in zip(served, offline, strict=True):
+        assert got["choice_num_tokens"] == want["choice_num_tokens"]
+        assert got["choice_num_chars"] == want["choice_num_chars"]
+        assert got["choice_logprobs"] == pytest.approx(want["choice_logprobs"], abs=1e-6)
+        assert (got["prediction"], got["prediction_norm"]) == offline_scoring.predictions(
+            want["choice_logprobs"], want["choice_num_chars"])
+
+
+@needs_scoring
+def test_conditions_give_different_scores(client):
+    asked = {"items": [{"prompt": ITEMS[0]["prompt"], "choices": ITEMS[0]["choices"]}]}
+    logprobs = {c: client.post("/v1/evaluate", json={**asked, "condition": c}).json()["results"][0]["choice_logprobs"]
+                for c in ("base", "icl", "ft")}
+    assert logprobs["icl"] != pytest.approx(logprobs["base"], abs=1e-4)  # the context was read
+    assert logprobs["ft"] != pytest.approx(logprobs["base"], abs=1e-4)
+    assert client.post("/v1/evaluate", json={**asked, "condition": "icl", "world": "reversals"}).json()["results"][0][
+        "choice_logprobs"] == pytest.approx(logprobs["icl"], abs=1e-6)
+    _error(client.post("/v1/evaluate", json={**asked, "condition": "icl", "world": "moons"}), 404, "world")
+
+
+@needs_scoring
+@pytest.mark.parametrize("condition", ["icl", "ft"])
+def test_evaluate_split_scores_the_stored_items(client, run_cfg, condition):
+    resp = client.post("/v1/evaluate/split", json={"condition": condition, "world": "reversals", "split": "reversal"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    stored = [it for it in ITEMS_FULL if it["split"] == "reversal"]
+    offline = _offline_scores(run_cfg, condition, stored)
+    correct = [offline_scoring.predictions(s["choice_logprobs"], s["choice_num_chars"])[0] == it["answer_index"]
+               for s, it in zip(offline, stored)]
+    assert body["n"] == len(stored) == 3
+    assert body["accuracy"] == pytest.approx(sum(correct) / len(correct))
+    assert [r["item_id"] for r in body["items"]] == [it["item_id"] for it in stored]
+    for got, want in zip(body["items"], offline, strict=True):
+        assert got["choice_logprobs"] == pytest.approx(want["choice_logprobs"], abs=1e-6)
+    assert body["chance"] == pytest.approx(0.5)
+
+
 # ---------------------------------------------------------------------------- operations
 
 
@@ -220,8 +296,8 @@ BAD_REQUESTS = [
     ("/v1/completions", {**GOOD, "prompt": ""}, 400, "prompt"),
     ("/v1/completions", {**GOOD, "prompt": ["a", "  "]}, 400, "prompt[1]"),
     ("/v1/completions", {**GOOD, "prompt": ["a", "b", "c", "d"]}, 400, "prompt"),
-    ("/v1/completions", {**GOOD, "prompt": "word " * 60}, 400, "prompt"),
-    ("/v1/completions", {**GOOD, "prompt": ["a", "word " * 60]}, 400, "prompt[1]"),
+    ("/v1/completions", {**GOOD, "prompt": "word " * 220}, 400, "prompt"),
+    ("/v1/completions", {**GOOD, "prompt": ["a", "word " * 220]}, 400, "prompt[1]"),
     ("/v1/completions", {**GOOD, "model": "ft+global"}, 404, "model"),
     ("/v1/completions", {k: v for k, v in GOOD.items() if k != "model"}, 400, "model"),
     ("/v1/completions", {**GOOD, "best_of": 2}, 400, "best_of"),
@@ -238,12 +314,13 @@ BAD_REQUESTS = [
     ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "prompt": ""}]}, 400, "items[0].prompt"),
     ("/v1/evaluate", {"condition": "base", "items": [ITEM] * 4}, 400, "items"),
     ("/v1/evaluate", {"condition": "base", "items": []}, 400, "items"),
-    ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "prompt": "word " * 60}]}, 400, "items[0]"),
+    ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "prompt": "word " * 220}]}, 400, "items[0]"),
     ("/v1/evaluate", {"condition": "ft+local", "items": [ITEM]}, 404, "condition"),
     ("/v1/evaluate", {"condition": "base", "items": "all"}, 400, "items"),
     ("/v1/evaluate/split", {"condition": "base", "world": "moons", "split": "reversal"}, 404, "world"),
     ("/v1/evaluate/split", {"condition": "base", "world": "reversals", "split": "moon"}, 404, "split"),
     ("/v1/evaluate/split", {"condition": "nope", "world": "reversals", "split": "reversal"}, 404, "condition"),
+    ("/v1/evaluate", {"condition": "icl", "items": [ITEM], "world": 3}, 400, "world"),
 ]
 
 
