@@ -15,6 +15,7 @@ import math
 import time
 from collections import Counter
 
+import ray
 from ray import serve
 
 from pipeline.config import RunConfig
@@ -143,7 +144,8 @@ class Evaluator:
     def stats(self) -> dict:
         wrapper = getattr(self.load_model, "__serve_multiplex_wrapper", None)
         return {"loaded": list(wrapper.models) if wrapper is not None else [], "loads": dict(self.loads),
-                "icl_prefix_tokens": {w: p.num_tokens for w, p in self.prefixes.items()}, "time": time.time()}
+                "icl_prefix_tokens": {w: p.num_tokens for w, p in self.prefixes.items()},
+                "resources": ray.get_runtime_context().get_assigned_resources(), "time": time.time()}
 
     def check_health(self) -> None:
         if not self.run.path("data", "items.parquet").is_file():

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections import Counter
 
+import ray
 from ray import serve
 
 from pipeline.config import RunConfig
@@ -108,6 +109,7 @@ class Generator:
             "loads": dict(self.loads),
             "evictions": evictions,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+            "resources": ray.get_runtime_context().get_assigned_resources(),
             "time": time.time(),
         }
 

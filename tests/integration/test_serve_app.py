@@ -275,10 +275,21 @@ def test_healthz(client, run_cfg):
 def test_deployments_use_the_configured_resources(client, run_cfg):
     from ray import serve
 
+    from ray.serve.context import _get_global_client
+
     status = serve.status().applications[run_cfg.serve.app_name]
     assert status.status == "RUNNING"
     assert set(status.deployments) == {"Ingress", "Generator", "Evaluator"}
     assert all(d.status == "HEALTHY" for d in status.deployments.values())
+    stats = client.get("/v1/stats").json()
+    assert stats["generator"]["resources"] == {"CPU": 0.5}
+    assert stats["evaluator"]["resources"] == {"CPU": 0.5}
+    details = _get_global_client().get_serve_details()["applications"][run_cfg.serve.app_name]["deployments"]
+    generator = details["Generator"]["deployment_config"]
+    assert generator["autoscaling_config"]["min_replicas"] == generator["autoscaling_config"]["max_replicas"] == 1
+    assert generator["max_ongoing_requests"] == 16
+    assert generator["health_check_period_s"] == 2
+    assert generator["ray_actor_options"]["num_cpus"] == 0.5
 
 
 # ---------------------------------------------------------------------------- bad input
