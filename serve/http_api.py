@@ -88,6 +88,15 @@ async def _api_error(request: Request, err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), err.status)
 
 
+@app.exception_handler(Exception)
+async def _internal_error(request: Request, err: Exception) -> JSONResponse:
+    """Not the caller's fault (a replica failed): still JSON, with the cause."""
+    cause = getattr(err, "cause", None) or err  # a replica's exception arrives wrapped in a RayTaskError
+    body = {"error": {"message": f"internal error: {type(cause).__name__}: {cause}"[:2000], "type": "server_error",
+                      "param": None, "code": None}}
+    return JSONResponse(body, 500)
+
+
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(error_body("path", f"{request.method} {request.url.path}: {err.detail}"), err.status_code)
@@ -113,9 +122,9 @@ class Ingress:
     def models(self) -> dict:
         data = []
         for name, ckpt in served_models(self.run).items():
-            created = int((ckpt.path or self.run.dir).stat().st_mtime) if (ckpt.path or self.run.dir).exists() else 0
-            data.append({"id": name, "object": "model", "created": created, "owned_by": "knowledge-lab",
-                         "root": str(ckpt.path) if ckpt.path else self.cfg.model.ref})
+            folder = ckpt.path or self.run.dir
+            data.append({"id": name, "object": "model", "created": int(folder.stat().st_mtime),
+                         "owned_by": "knowledge-lab", "root": str(ckpt.path) if ckpt.path else self.cfg.model.ref})
         return {"object": "list", "data": data}
 
     @app.post("/v1/completions")
@@ -146,8 +155,9 @@ class Ingress:
         return self._envelope("chatcmpl", "chat.completion", body.model, [choice], [out])
 
     def _sampling(self, body: SamplingFields) -> dict:
-        if body.model not in served_models(self.run):
-            raise ApiError(404, "model", f"{body.model!r} is not served; served models: {list(served_models(self.run))}")
+        served = list(served_models(self.run))
+        if body.model not in served:
+            raise ApiError(404, "model", f"{body.model!r} is not served; served models: {served}")
         max_tokens = body.max_tokens if body.max_tokens is not None else self.limits.default_max_tokens
         if max_tokens > self.limits.max_tokens_cap:
             raise ApiError(400, "max_tokens", f"{max_tokens} is above the cap of {self.limits.max_tokens_cap}")

@@ -352,6 +352,22 @@ def test_oversized_body_is_413(client, run_cfg):
     _error(client.post("/v1/completions", content=chunks, headers={"content-type": "application/json"}), 413, "body")
 
 
+def test_a_broken_checkpoint_is_a_json_server_error_and_others_keep_serving(client, run_cfg):
+    folder = Run.of(run_cfg).path("models", "ft+local")
+    folder.mkdir()
+    try:
+        (folder / "config.json").write_text("{}")  # a half-written export: no weights, no model type
+        resp = client.post("/v1/completions", json=GOOD | {"model": "ft+local"})
+        assert resp.status_code == 500, resp.text
+        err = resp.json()["error"]
+        assert err["type"] == "server_error" and str(folder) in err["message"]
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+    assert client.post("/v1/completions", json=GOOD).status_code == 200
+
+
 def test_unknown_route_and_wrong_method_are_json_errors(client):
     _error(client.get("/v1/nothing"), 404, "path")
     _error(client.get("/v1/completions"), 405, "path")
