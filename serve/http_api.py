@@ -23,6 +23,7 @@ from serve.checkpoints import served_models, weights_for_condition
 from serve.schemas import (ApiError, ChatCompletionRequest, CompletionRequest, EvaluateRequest,
                            EvaluateSplitRequest, SamplingFields, error_body, field_path)
 
+DEFAULT_MAX_BODY_BYTES = 1_000_000  # until the ingress sets the configured limit
 app = FastAPI(title="knowledge-lab", description="Serves a finished run: tuned models and the evaluator.")
 
 
@@ -33,9 +34,9 @@ class BodySizeLimit:
         self.asgi_app = asgi_app
 
     async def __call__(self, scope, receive, send):
-        limit = getattr(scope.get("app") and scope["app"].state, "max_body_bytes", None) or 1_000_000
         if scope["type"] != "http":
             return await self.asgi_app(scope, receive, send)
+        limit = getattr(getattr(scope.get("app"), "state", None), "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _too_large(scope, receive, send, limit)
@@ -75,7 +76,7 @@ async def _invalid_body(request: Request, err: RequestValidationError) -> JSONRe
     # The first offending field; of its errors (one per union branch), the deepest names it best.
     first = max((e for e in errors if e["loc"][:2] == errors[0]["loc"][:2]), key=lambda e: len(e["loc"]))
     if first["type"] == "json_invalid":
-        return JSONResponse(error_body("body", f"malformed JSON: {first['ctx'].get('error', '')}".strip()), 400)
+        return JSONResponse(error_body("body", f"malformed JSON: {first.get('ctx', {}).get('error', '')}".strip()), 400)
     param = field_path(tuple(first["loc"]), unknown_field=first["type"] == "extra_forbidden")
     msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
