@@ -114,5 +114,6 @@ class Generator:
         }
 
     def check_health(self) -> None:
-        if self.tokenizer is None:
-            raise RuntimeError("generator replica has no tokenizer")
+        """Serve restarts a replica whose check fails: here, when the run folder it serves is gone."""
+        if not self.run.dir.is_dir():
+            raise RuntimeError(f"{self.run.dir}: the run folder is gone")
