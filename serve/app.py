@@ -1,0 +1,85 @@
+"""Build and run the Serve application of a finished run.
+
+Three deployments: `Ingress` (FastAPI, validation and routing), `Generator` (every served model
+multiplexed on one pool, batched generation) and `Evaluator` (likelihood scoring with the
+offline evaluator's function). Replica resources, autoscaling, batching and limits come from the
+run config's `serve` section.
+
+- `python -m pipeline serve CONFIG` calls `main(cfg, run)`: it starts Ray, binds the HTTP proxy
+  to serve.host:serve.port (127.0.0.1:8000 by default) and blocks until Ctrl-C.
+- `serve run serve/serve_config.yaml` imports `app_from_args`, which takes the config path (and
+  optional overrides) from the Serve config file's `args`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pipeline.config import RunConfig, config_to_dict, load_config
+from pipeline.runs import Run
+
+
+def build_app(cfg: RunConfig):
+    """The bound application (Ingress -> Generator, Evaluator) for cfg's run folder."""
+    from serve.evaluator import Evaluator
+    from serve.generator import Generator
+    from serve.http_api import Ingress
+
+    s = cfg.serve
+    raw = config_to_dict(cfg)
+    if Run.of(cfg).dir.is_dir():
+        raw["output_dir"] = str(Run.of(cfg).dir.resolve().parent)  # replicas may run elsewhere
+    health = (s.health_check_period_s, s.health_check_timeout_s)
+    generator = Generator.options(**s.generation.deployment_options(*health)).bind(
+        raw, s.max_models_per_replica, s.max_batch_size, s.batch_wait_timeout_s, s.generation.threads(),
+    )
+    evaluator = Evaluator.options(**s.evaluator.deployment_options(*health)).bind(
+        raw, s.max_models_per_replica, s.eval_batch_size, s.evaluator.threads(),
+    )
+    return Ingress.options(**s.ingress.deployment_options(*health)).bind(raw, generator, evaluator)
+
+
+def app_from_args(args: dict):
+    """Application builder for `serve run serve/serve_config.yaml` (args: config, overrides)."""
+    if "config" not in args:
+        raise ValueError("args.config: path of the run config is required, e.g. configs/demo.yaml")
+    cfg = load_config(args["config"], list(args.get("overrides") or []))
+    _require_run(cfg)
+    return build_app(cfg)
+
+
+def _require_run(cfg: RunConfig) -> None:
+    run = Run.of(cfg)
+    if not run.path("data", "items.parquet").is_file():
+        raise FileNotFoundError(
+            f"{run.dir}: not a finished run (no data/items.parquet); run `python -m pipeline run CONFIG` first"
+        )
+
+
+def start(cfg: RunConfig):
+    """Start Serve on cfg.serve.host:port and deploy the app; returns the ingress handle."""
+    from ray import serve
+
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    return serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix="/")
+
+
+def main(cfg: RunConfig, run: Run) -> int:
+    """`python -m pipeline serve CONFIG`: serve the run until Ctrl-C."""
+    from ray import serve
+
+    from pipeline.ray_session import ray_session
+
+    _require_run(cfg)
+    with ray_session(cfg.ray):
+        start(cfg)
+        print(f"serving {run.dir} on http://{cfg.serve.host}:{cfg.serve.port} "
+              "(GET /v1/models, POST /v1/completions, /v1/chat/completions, /v1/evaluate); Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping")
+        finally:
+            serve.shutdown()
+    return 0
