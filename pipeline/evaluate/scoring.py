@@ -140,11 +140,13 @@ def packable(model) -> bool:
     return not sliding and all(t == "full_attention" for t in layer_types)
 
 
-def _packed_logits(model, prefix: Prefix, rows: list[list[int]], device) -> list[torch.Tensor]:
+def _packed_logits(model, prefix: Prefix, requests: list[Request], device) -> list[torch.Tensor]:
     """All rows as one sequence after a single copy of the prefix cache: each row attends to the
-    prefix and to its own earlier tokens (a block-diagonal causal mask), at positions P, P+1, ..."""
+    prefix and to its own earlier tokens (a block-diagonal causal mask), at positions P, P+1, ...
+    Only the continuation positions go through the LM head."""
     from transformers import DynamicCache
 
+    rows = [list(r.context + r.continuation)[:-1] for r in requests]
     lengths = torch.tensor([len(r) for r in rows])
     total, p = int(lengths.sum()), prefix.num_tokens
     row_of = torch.repeat_interleave(torch.arange(len(rows)), lengths)
@@ -153,16 +155,19 @@ def _packed_logits(model, prefix: Prefix, rows: list[list[int]], device) -> list
     allowed = torch.cat([torch.ones((total, p), dtype=torch.bool), own], dim=1)
     dtype = next(model.parameters()).dtype
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    starts = torch.cumsum(lengths, 0) - lengths
+    keep = torch.cat([s + len(r.context) - 1 + torch.arange(len(r.continuation)) for s, r in zip(starts.tolist(), requests)])
     cache = DynamicCache(list(prefix.kv), config=model.config)  # a fresh cache: the prefix stays untouched
     ids = torch.tensor([[t for r in rows for t in r]], device=device)
     logits = model(input_ids=ids, attention_mask=mask[None, None].to(device), position_ids=(pos + p)[None].to(device),
-                   past_key_values=cache, use_cache=True).logits[0]
-    return list(torch.split(logits, lengths.tolist()))
+                   past_key_values=cache, use_cache=True, logits_to_keep=keep.to(device)).logits[0]
+    return list(torch.split(logits, [len(r.continuation) for r in requests]))
 
 
-def _padded_logits(model, prefix: Prefix | None, reuse: bool, rows: list[list[int]], pad: int, device) -> list[torch.Tensor]:
+def _padded_logits(model, prefix: Prefix | None, reuse: bool, requests: list[Request], pad: int, device) -> list[torch.Tensor]:
     """The rows as a right-padded batch: alone, after a re-encoded prefix, or after the prefix
-    cache expanded over the batch."""
+    cache expanded over the batch. Returns each row's logits at its continuation positions."""
+    rows = [list(r.context + r.continuation)[:-1] for r in requests]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -170,8 +175,10 @@ def _padded_logits(model, prefix: Prefix | None, reuse: bool, rows: list[list[in
         ids[b, :len(row)] = torch.tensor(row)
         mask[b, :len(row)] = 1
     ids, mask = ids.to(device), mask.to(device)
+    first = min(len(r.context) - 1 for r in requests)  # the LM head runs from the first continuation on
+    keep = width - first
     if prefix is None:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
     else:
         from transformers import DynamicCache
 
@@ -179,11 +186,12 @@ def _padded_logits(model, prefix: Prefix | None, reuse: bool, rows: list[list[in
         if reuse:
             cache = DynamicCache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix.kv],
                                  config=model.config)
-            logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).logits
+            logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
         else:
             full = torch.cat([torch.tensor([prefix.ids], device=device).expand(len(rows), -1), ids], dim=1)
-            logits = model(input_ids=full, attention_mask=mask, use_cache=False, logits_to_keep=width).logits
-    return [logits[b, :len(row)] for b, row in enumerate(rows)]
+            logits = model(input_ids=full, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+    starts = [len(r.context) - 1 - first for r in requests]
+    return [logits[b, s:s + len(r.continuation)] for b, (s, r) in enumerate(zip(starts, requests))]
 
 
 @torch.inference_mode()
@@ -191,15 +199,13 @@ def score_batch(model, requests: list[Request], prefix: Prefix | None = None, re
     """Summed continuation log-probs of one forward batch (the prefix, if any, read first: from
     its cache when `reuse`, else re-encoded for every row)."""
     device = _model_device(model)
-    rows = [list(r.context + r.continuation)[:-1] for r in requests]
     if prefix is not None and reuse and packable(model):
-        per_row = _packed_logits(model, prefix, rows, device)
+        per_row = _packed_logits(model, prefix, requests, device)
     else:
-        per_row = _padded_logits(model, prefix, reuse, rows, pad, device)
+        per_row = _padded_logits(model, prefix, reuse, requests, pad, device)
     sums = []
     for r, logits in zip(requests, per_row):
-        start, n = len(r.context) - 1, len(r.continuation)
-        logprobs = torch.log_softmax(logits[start:start + n].float(), dim=-1)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
         target = torch.tensor(r.continuation, device=device)
         sums.append(float(logprobs.gather(1, target[:, None]).sum()))
     return sums
