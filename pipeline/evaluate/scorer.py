@@ -27,7 +27,7 @@ class Plan:
     """Every (item, choice) request, and one dataset row per forward batch."""
 
     requests: list[Request]
-    rows: list[dict]  # world, request (indices), context, continuation (token id lists)
+    rows: list[dict]  # world; per request: its index, item, choice, context and continuation ids
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ def plan(items: list[dict], tokenizer, batch_size: int, *, prefix_tokens: dict[s
         for batch in plan_batches(local, batch_size):
             rows.append({
                 "world": world, "request": [first + k for k in batch],
+                "item": [local[k].item for k in batch], "choice": [local[k].choice for k in batch],
                 "context": [list(local[k].context) for k in batch],
                 "continuation": [list(local[k].continuation) for k in batch],
             })
@@ -101,7 +102,8 @@ class ConditionScorer:
         for row in batch.to_pylist():
             self._activate(row["condition"])
             start = time.perf_counter()
-            requests = [Request(0, 0, tuple(c), tuple(t)) for c, t in zip(row["context"], row["continuation"])]
+            requests = [Request(i, j, tuple(c), tuple(t))
+                        for i, j, c, t in zip(row["item"], row["choice"], row["context"], row["continuation"])]
             out["logprob"] += score_batch(self.model, requests, self.prefix(row["world"]), True, pad_id(self.tokenizer))
             out["seconds"] += [(time.perf_counter() - start) / len(requests)] * len(requests)
             out["condition"] += [row["condition"]] * len(requests)

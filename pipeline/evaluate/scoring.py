@@ -13,10 +13,12 @@ Pure torch (no Ray, no I/O); the offline evaluator and the Serve evaluator both 
 
 A `Prefix` (the ICL context) is encoded once with its KV cache; every batch gets a fresh cache
 made from it (never mutated), so items see exactly the tokens prefix + context + continuation.
-On full-attention models a batch is packed into one sequence after a single copy of the prefix
-(a block-diagonal causal mask keeps the rows apart), so the prefix is neither copied per row
-nor attended to by padding. With `reuse_prefix_cache=False` the same tokens are re-encoded in
-full as a padded batch: the reference the cached path is checked and benchmarked against.
+On full-attention models a batch is packed into one sequence (after a single copy of the prefix
+cache): each item's context appears once and each choice is a branch after it, kept apart by
+the attention mask and position ids, so neither the prefix nor the prompt is recomputed per
+choice and nothing is padded. With `reuse_prefix_cache=False` every sequence is encoded in full
+(prefix, context, choice) as a padded batch, lm-eval style: the reference the packed path is
+checked and benchmarked against.
 """
 
 from __future__ import annotations
@@ -132,37 +134,57 @@ def encode_prefix(model, tokenizer, text: str) -> Prefix:
 
 
 def packable(model) -> bool:
-    """Whether every layer attends to the full context, so a batch can be packed after one copy
-    of the prefix (sliding-window and hybrid models use the batch-expanded cache instead)."""
+    """Whether every layer attends to the full context, so a batch can be packed into one
+    sequence with a custom mask (sliding-window and hybrid models take the padded path)."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     layer_types = getattr(config, "layer_types", None) or []
     sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
     return not sliding and all(t == "full_attention" for t in layer_types)
 
 
-def _packed_logits(model, prefix: Prefix, rows: list[list[int]], device) -> list[torch.Tensor]:
-    """All rows as one sequence after a single copy of the prefix cache: each row attends to the
-    prefix and to its own earlier tokens (a block-diagonal causal mask), at positions P, P+1, ..."""
-    from transformers import DynamicCache
+def _packed_logits(model, prefix: Prefix | None, requests: list[Request], device) -> list[torch.Tensor]:
+    """A batch as one sequence (after one copy of the prefix cache, if any): each item's context
+    once, then each choice's tokens as a branch that sees the prefix, its item's context and its
+    own earlier tokens. Returns each request's logits at its continuation positions."""
+    ids, pos, item_of, branch_of, keep = [], [], [], [], []
+    contexts: dict[int, tuple[int, int]] = {}  # item -> (index of its last context token, context length)
+    for r in requests:
+        if r.item not in contexts:
+            ids += r.context
+            pos += range(len(r.context))
+            item_of += [r.item] * len(r.context)
+            branch_of += [-1] * len(r.context)
+            contexts[r.item] = (len(ids) - 1, len(r.context))
+        last, n_ctx = contexts[r.item]
+        first = len(ids)
+        ids += r.continuation[:-1]
+        pos += range(n_ctx, n_ctx + len(r.continuation) - 1)
+        item_of += [r.item] * (len(r.continuation) - 1)
+        branch_of += [r.choice] * (len(r.continuation) - 1)
+        keep += [last] + list(range(first, len(ids)))
+    pos_t, item_t, branch_t = torch.tensor(pos), torch.tensor(item_of), torch.tensor(branch_of)
+    allowed = (item_t[:, None] == item_t[None, :]) & (pos_t[None, :] <= pos_t[:, None]) & (
+        (branch_t[None, :] == -1) | (branch_t[None, :] == branch_t[:, None]))
+    kwargs = {"use_cache": False}
+    offset = 0
+    if prefix is not None:
+        from transformers import DynamicCache
 
-    lengths = torch.tensor([len(r) for r in rows])
-    total, p = int(lengths.sum()), prefix.num_tokens
-    row_of = torch.repeat_interleave(torch.arange(len(rows)), lengths)
-    pos = torch.cat([torch.arange(n) for n in lengths.tolist()])
-    own = (row_of[:, None] == row_of[None, :]) & (pos[None, :] <= pos[:, None])
-    allowed = torch.cat([torch.ones((total, p), dtype=torch.bool), own], dim=1)
+        offset = prefix.num_tokens
+        allowed = torch.cat([torch.ones((len(ids), offset), dtype=torch.bool), allowed], dim=1)
+        kwargs = {"use_cache": True, "past_key_values": DynamicCache(list(prefix.kv), config=model.config)}  # a fresh copy
     dtype = next(model.parameters()).dtype
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    cache = DynamicCache(list(prefix.kv), config=model.config)  # a fresh cache: the prefix stays untouched
-    ids = torch.tensor([[t for r in rows for t in r]], device=device)
-    logits = model(input_ids=ids, attention_mask=mask[None, None].to(device), position_ids=(pos + p)[None].to(device),
-                   past_key_values=cache, use_cache=True).logits[0]
-    return list(torch.split(logits, lengths.tolist()))
+    logits = model(input_ids=torch.tensor([ids], device=device), attention_mask=mask[None, None].to(device),
+                   position_ids=(pos_t + offset)[None].to(device), logits_to_keep=torch.tensor(keep, device=device),
+                   **kwargs).logits[0]
+    return list(torch.split(logits, [len(r.continuation) for r in requests]))
 
 
-def _padded_logits(model, prefix: Prefix | None, reuse: bool, rows: list[list[int]], pad: int, device) -> list[torch.Tensor]:
+def _padded_logits(model, prefix: Prefix | None, reuse: bool, requests: list[Request], pad: int, device) -> list[torch.Tensor]:
     """The rows as a right-padded batch: alone, after a re-encoded prefix, or after the prefix
-    cache expanded over the batch."""
+    cache expanded over the batch. Returns each row's logits at its continuation positions."""
+    rows = [list(r.context + r.continuation)[:-1] for r in requests]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -170,8 +192,10 @@ def _padded_logits(model, prefix: Prefix | None, reuse: bool, rows: list[list[in
         ids[b, :len(row)] = torch.tensor(row)
         mask[b, :len(row)] = 1
     ids, mask = ids.to(device), mask.to(device)
+    first = min(len(r.context) - 1 for r in requests)  # the LM head runs from the first continuation on
+    keep = width - first
     if prefix is None:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
     else:
         from transformers import DynamicCache
 
@@ -179,11 +203,12 @@ def _padded_logits(model, prefix: Prefix | None, reuse: bool, rows: list[list[in
         if reuse:
             cache = DynamicCache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix.kv],
                                  config=model.config)
-            logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).logits
+            logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
         else:
             full = torch.cat([torch.tensor([prefix.ids], device=device).expand(len(rows), -1), ids], dim=1)
-            logits = model(input_ids=full, attention_mask=mask, use_cache=False, logits_to_keep=width).logits
-    return [logits[b, :len(row)] for b, row in enumerate(rows)]
+            logits = model(input_ids=full, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+    starts = [len(r.context) - 1 - first for r in requests]
+    return [logits[b, s:s + len(r.continuation)] for b, (s, r) in enumerate(zip(starts, requests))]
 
 
 @torch.inference_mode()
@@ -191,28 +216,34 @@ def score_batch(model, requests: list[Request], prefix: Prefix | None = None, re
     """Summed continuation log-probs of one forward batch (the prefix, if any, read first: from
     its cache when `reuse`, else re-encoded for every row)."""
     device = _model_device(model)
-    rows = [list(r.context + r.continuation)[:-1] for r in requests]
-    if prefix is not None and reuse and packable(model):
-        per_row = _packed_logits(model, prefix, rows, device)
+    if (prefix is None or reuse) and packable(model):
+        per_row = _packed_logits(model, prefix, requests, device)
     else:
-        per_row = _padded_logits(model, prefix, reuse, rows, pad, device)
+        per_row = _padded_logits(model, prefix, reuse, requests, pad, device)
     sums = []
     for r, logits in zip(requests, per_row):
-        start, n = len(r.context) - 1, len(r.continuation)
-        logprobs = torch.log_softmax(logits[start:start + n].float(), dim=-1)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
         target = torch.tensor(r.continuation, device=device)
         sums.append(float(logprobs.gather(1, target[:, None]).sum()))
     return sums
 
 
 def plan_batches(requests: list[Request], batch_size: int) -> list[list[int]]:
-    """Request indices grouped into forward batches, longest first (little padding). The plan
-    alone fixes every batch's shape, so any split of the batches over processes gives the same
-    numbers as one process."""
+    """Request indices grouped into forward batches of up to `batch_size` sequences, whole items
+    only (their choices share the context), longest items first. The plan alone fixes every
+    batch, so any split of the batches over processes gives the same numbers as one process."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = sorted(range(len(requests)), key=lambda k: (-len(requests[k].context + requests[k].continuation), k))
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    by_item: dict[int, list[int]] = {}
+    for k, r in enumerate(requests):
+        by_item.setdefault(r.item, []).append(k)
+    size = {i: len(requests[ks[0]].context) + sum(len(requests[k].continuation) - 1 for k in ks) for i, ks in by_item.items()}
+    batches: list[list[int]] = []
+    for i in sorted(by_item, key=lambda i: (-size[i], i)):
+        if not batches or len(batches[-1]) + len(by_item[i]) > batch_size:
+            batches.append([])
+        batches[-1] += by_item[i]
+    return batches
 
 
 def check_window(model, items: list[dict], requests: list[Request], prefix: Prefix | None) -> None:

@@ -159,15 +159,34 @@ def test_packed_and_batch_expanded_prefix_paths_agree(tiny, monkeypatch):
         assert e["choice_logprobs"] == pytest.approx(u["choice_logprobs"], abs=1e-4)
 
 
-def test_plan_sorts_longest_first_and_covers_every_request(tiny):
+def test_plan_keeps_items_whole_largest_first(tiny):
     _, tok = tiny
-    requests = item_requests(tok, make_items(7), after_prefix=False)
+    items = make_items(7) + [{"item_id": "wide", "prompt": "femp are", "choices": [f"c{i}" for i in range(6)]}]
+    requests = item_requests(tok, items, after_prefix=False)
     batches = plan_batches(requests, 4)
     flat = [k for b in batches for k in b]
     assert sorted(flat) == list(range(len(requests)))
-    lengths = [len(requests[k].context + requests[k].continuation) for k in flat]
-    assert lengths == sorted(lengths, reverse=True)
-    assert [len(b) for b in batches][:-1] == [4] * (len(batches) - 1)
+    item_batches = [{requests[k].item for k in b} for b in batches]
+    for i in range(len(items)):  # every item lies in exactly one batch
+        assert sum(i in ib for ib in item_batches) == 1
+    assert all(len(b) <= 4 for b in batches if len(item_batches[batches.index(b)]) > 1)
+    assert [len(b) for b in batches if 7 in {requests[k].item for k in b}] == [6]  # too wide: alone
+    order = list(dict.fromkeys(requests[k].item for k in flat))
+    size = lambda i: len(requests[[k for k in flat if requests[k].item == i][0]].context) + sum(  # noqa: E731
+        len(r.continuation) - 1 for r in requests if r.item == i)
+    assert [size(i) for i in order] == sorted((size(i) for i in order), reverse=True)
+
+
+def test_packed_path_without_prefix_matches_padded_batches(tiny, monkeypatch):
+    from pipeline.evaluate import scoring
+
+    model, tok = tiny
+    items = make_items(9)
+    packed = score_items(model, tok, items, batch_size=6)
+    monkeypatch.setattr(scoring, "packable", lambda m: False)
+    padded = score_items(model, tok, items, batch_size=6)
+    for p, q in zip(packed, padded):
+        assert p["choice_logprobs"] == pytest.approx(q["choice_logprobs"], abs=1e-4)
 
 
 @pytest.mark.parametrize("bad, message", [
