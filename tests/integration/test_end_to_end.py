@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +25,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _wait_for_job_api(port: int, token: str, timeout: float, head, log: Path) -> None:
+    """The job API answers a few seconds after `ray start` returns (longer on a busy machine)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/version", headers={"Authorization": f"Bearer {token}"})
+    while True:
+        if head.poll() is not None:
+            raise AssertionError(f"`ray start --head` exited with {head.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered (the job CLI handles the details)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if time.time() > deadline:
+                raise AssertionError(f"the Ray job API on 127.0.0.1:{port} did not come up in {timeout:.0f} s") from None
+            time.sleep(2)
 
 
 def _check_run(run: Path, conditions: list[str]) -> dict:
@@ -54,26 +77,24 @@ def test_smoke_run_through_the_cli_and_rerun_skips(tmp_path, ray_cluster):
 def test_ray_job_submit_on_a_local_cluster(tmp_path):
     token = secrets.token_hex(16)
     gcs, dash = _free_port(), _free_port()
+    # a short temp dir: Ray's Unix socket paths must stay under 108 characters
+    ray_tmp = tempfile.mkdtemp(prefix="kl-ray-", dir="/tmp")
+    log = open(tmp_path / "ray-start.log", "w")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DS_ACCELERATOR": "cpu"}
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-         f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+         f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         out = tmp_path / "runs"
         submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
                   "--working-dir", str(ROOT), "--", "python", "-m", "pipeline", "run", "configs/smoke.yaml",
-                  "--set", f"output_dir={out}", "--set", "ray.address=auto"]
-        deadline = time.time() + 60
-        while True:  # the job API comes up a few seconds after the head
-            proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
-            if proc.returncode == 0 or time.time() > deadline or "succeeded" in proc.stdout:
-                break
-            if "Failed to connect" not in proc.stdout + proc.stderr and "Connection" not in proc.stdout + proc.stderr:
-                break
-            time.sleep(3)
+                  "--set", f"output_dir={out}", "--set", "ray.address=auto",
+                  "--set", "conditions=[base,icl,ft]"]  # the cluster path, not every condition again
+        _wait_for_job_api(dash, token, timeout=300, head=head, log=tmp_path / "ray-start.log")
+        proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
         _check_run(out / "smoke", __import__("yaml").safe_load((out / "smoke" / "config.yaml").read_text())["conditions"])
         # without the token the cluster refuses the job API
@@ -81,5 +102,8 @@ def test_ray_job_submit_on_a_local_cluster(tmp_path):
                              env={**env, "RAY_AUTH_TOKEN": "wrong" * 6}, capture_output=True, text=True, timeout=120)
         assert bad.returncode != 0
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` drains and stops its processes
-        head.wait(timeout=90)
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` drains and stops its processes
+            head.wait(timeout=90)
+        log.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

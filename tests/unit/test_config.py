@@ -102,3 +102,14 @@ def test_generator_defaults_to_the_model_under_study(tmp_path):
     assert cfg.augment.generator.ref == "tiny-random"
     cfg = load_config(write(tmp_path, "name: x\nmodel: {ref: tiny-random}\naugment: {generator: {ref: /m/big}}\n"))
     assert cfg.augment.generator.ref == "/m/big"
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    paths = sorted(root.rglob("*.yaml"))
+    assert len(paths) >= 7
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg.name and cfg.conditions, path
