@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
+from pipeline.section import ModelConfig
 from pipeline.train.config import TrainConfig
 
 
@@ -112,11 +114,26 @@ def build_engine(model_path: str, train: TrainConfig, total_steps: int, num_work
     return engine, bf16
 
 
+def local_model_folder(model: ModelConfig) -> Path:
+    """The model as a local folder (workers load it by path): a hub id is looked up in the local
+    Hugging Face cache, and fetched only when `model.allow_download` is set."""
+    from pipeline.models import ModelError, resolve
+
+    src = resolve(model)
+    if isinstance(src, Path):
+        return src
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(src, local_files_only=not model.allow_download))
+    except Exception as err:  # noqa: BLE001 - hub errors come in many types; all mean "not available"
+        raise ModelError(f"model {src!r}: not in the local Hugging Face cache ({err}); set model.allow_download "
+                         "to fetch it, or give a local folder") from None
+
+
 def check_model(model_path, train: TrainConfig) -> None:
     """Fail before any worker starts if the model cannot be built, has no safetensors weights,
     or lacks a LoRA target module. Builds the architecture on the meta device (no weights read)."""
-    from pathlib import Path
-
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -8,7 +8,7 @@ Ray Train keeps only the latest. After a worker failure Ray Train restarts the g
 `max_failures` times), the loop restores the last checkpoint and skips the rows of the steps it
 already made, so the fit ends at the same total number of steps. At the end the weights are
 gathered (ZeRO-3 shards included) and rank 0 reports them as the final checkpoint: a plain HF
-folder (see `export.py`).
+folder (see `export.py`) plus `train_log.json`, the loss of every step.
 
 Test hook: the environment variable KNOWLEDGE_LAB_FAIL_AT_STEP=N (read by `fit` on the driver)
 makes rank 0 raise once, right after optimizer step N, to exercise the resume path.
@@ -28,6 +28,7 @@ from pipeline.train.config import TrainConfig
 FAIL_AT_STEP_ENV = "KNOWLEDGE_LAB_FAIL_AT_STEP"
 ZERO_TAG = "zero"  # tag of the DeepSpeed checkpoint inside a Ray checkpoint folder
 PROGRESS = "progress.json"  # step and losses so far, beside the ZeRO shards
+TRAIN_LOG = "train_log.json"  # the loss of every step, beside the exported weights
 
 
 class InjectedFailure(RuntimeError):
@@ -150,14 +151,21 @@ def train_loop(config: dict) -> None:
     final_probe = probe_loss(engine, config["probe"]) if config.get("probe") else None
     with tempfile.TemporaryDirectory(prefix="export-") as d:
         write_trained_model(engine, train, config["model_path"], d, rank)
+        if rank == 0:
+            Path(d, TRAIN_LOG).write_text(json.dumps({"losses": losses}) + "\n")
         metrics = {
-            "step": step, "resumed_from_step": start, "losses": losses, "probe_loss": final_probe,
+            "step": step, "resumed_from_step": start, "final_loss": losses[-1], "probe_loss": final_probe,
             "bf16": bf16, "setup_seconds": setup_seconds, "train_seconds": train_seconds,
             "tokens": _mean_over_workers(tokens, world) * world,
             "computed_tokens": _mean_over_workers(computed, world) * world,
         }
         metrics["tokens_per_s"] = metrics["tokens"] / train_seconds if train_seconds > 0 else None
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+
+
+def read_losses(folder) -> list[float]:
+    """The per-step losses a fit wrote beside its exported weights."""
+    return json.loads(Path(folder, TRAIN_LOG).read_text())["losses"]
 
 
 def fit(

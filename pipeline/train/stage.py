@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import FT_STRATEGIES, RunConfig
-from pipeline.models import context_window, load_tokenizer, resolve
+from pipeline.models import context_window, load_tokenizer
 from pipeline.records import Doc, RecordError, read_records
 from pipeline.runs import Run
 from pipeline.train import export
 from pipeline.train.batches import PlanError, padding_share, plan_rows, plan_steps
-from pipeline.train.engine import check_model
+from pipeline.train.engine import check_model, local_model_folder
 from pipeline.train.examples import build_examples, condition_docs, tokenize_examples
 
 NEEDS_RAY = True
@@ -126,7 +126,7 @@ def remove_folder(storage: str, name: str) -> None:
 
 
 def run(cfg: RunConfig, run: Run) -> dict:
-    from pipeline.train.loop import fit
+    from pipeline.train.loop import fit, read_losses
 
     run.require("data")
     try:
@@ -134,7 +134,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
     except RecordError as err:
         raise TrainInputError(str(err)) from None
     extra_docs = augmented_docs(cfg, run)
-    model_path = resolve(cfg.model)
+    model_path = local_model_folder(cfg.model)
     check_model(model_path, cfg.train)
     tokenizer = load_tokenizer(cfg.model)
     max_length = context_window(cfg.model)
@@ -155,12 +155,14 @@ def run(cfg: RunConfig, run: Run) -> dict:
         remove_folder(storage, name)  # checkpoints of a killed earlier attempt
         print(f"[train] {p.condition}: {p.examples} examples from {p.docs} docs ({p.augmented} augmented), {p.steps} steps, "
               f"padding {p.padding_share:.1%}")
-        result = fit(name, p.rows, cfg.train, str(model_path), cfg.seed, storage,
-                     probe=p.rows[0], cpus_per_worker=cpus)
+        result = fit(name, p.rows, cfg.train, str(model_path), cfg.seed, storage, cpus_per_worker=cpus)
         m = result.metrics
-        losses = m["losses"]
+        with result.checkpoint.as_directory() as exported:
+            losses = read_losses(exported)
+        per_epoch = min(len(losses), -(-p.examples // cfg.train.batch_size))
         numbers = {
-            **facts, "first_loss": losses[0], "final_loss": losses[-1], "probe_loss": m["probe_loss"],
+            **facts, "first_epoch_loss": round(sum(losses[:per_epoch]) / per_epoch, 4),
+            "last_epoch_loss": round(sum(losses[-per_epoch:]) / per_epoch, 4),
             "bf16": m["bf16"], "tokens": m["tokens"], "train_seconds": round(m["train_seconds"], 2),
             "setup_seconds": round(m["setup_seconds"], 2), "tokens_per_s": round(m["tokens_per_s"] or 0, 1),
             "resumed_from_step": m["resumed_from_step"],

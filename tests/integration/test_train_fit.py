@@ -11,8 +11,9 @@ import torch
 
 from pipeline.train.batches import micro_batch, plan_rows, plan_steps
 from pipeline.train.config import TrainConfig
+from pipeline.train.engine import bf16_supported
 from pipeline.train.examples import Example, tokenize_examples
-from pipeline.train.loop import FAIL_AT_STEP_ENV, fit, to_tensors
+from pipeline.train.loop import FAIL_AT_STEP_ENV, fit, read_losses, to_tensors
 
 WORDS = "femp glon yomp troff zept telk brix quor dask vimp sarn plob".split()
 TRAIN_TEXTS = [f"The {a} are more dangerous than the {b}." for a, b in zip(WORDS, WORDS[1:] + WORDS[:1])]
@@ -42,6 +43,11 @@ def run_fit(name, data, train: TrainConfig, model_dir, storage, fail_at=None):
         os.environ.pop(FAIL_AT_STEP_ENV, None)
 
 
+def losses_of(result) -> list[float]:
+    with result.checkpoint.as_directory() as d:
+        return read_losses(d)
+
+
 def loss_of(model, row) -> float:
     with torch.no_grad():
         return float(model(**to_tensors(row, "cpu")).loss)
@@ -60,9 +66,9 @@ def test_zero3_loss_falls_and_every_weight_changes(zero3, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     result, _ = zero3
-    losses = result.metrics["losses"]
+    losses = losses_of(result)
     assert result.metrics["step"] == len(losses) == 12  # 24 examples / 8 per batch x 4 epochs
-    assert result.metrics["bf16"] in (True, False)
+    assert result.metrics["bf16"] == bf16_supported(use_gpu=False)  # bf16: "auto"
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0, losses
     with result.checkpoint.as_directory() as d:
         trained = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).state_dict()
@@ -99,7 +105,7 @@ def test_resume_after_injected_failure_ends_at_the_same_step_with_the_same_model
     assert (tmp_path / ".zero3-fail.failed-once").read_text() == "6"  # the failure did happen
     assert resumed.metrics["resumed_from_step"] == 4
     assert resumed.metrics["step"] == clean.metrics["step"] == 12
-    assert resumed.metrics["losses"] == pytest.approx(clean.metrics["losses"], abs=1e-5)
+    assert losses_of(resumed) == pytest.approx(losses_of(clean), abs=1e-5)
     with clean.checkpoint.as_directory() as a, resumed.checkpoint.as_directory() as b:
         wa, wb = load_file(f"{a}/model.safetensors"), load_file(f"{b}/model.safetensors")
     assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
@@ -116,7 +122,7 @@ def test_lora_trains_only_adapters_and_both_exports_load(ray_cluster, data, tiny
 
     train = TrainConfig(zero_stage=2, lr=1e-2, epochs=8, batch_size=8, lora={"r": 8, "alpha": 16, "export": "adapter"})
     result = run_fit("lora", data, train, tiny_model_dir, tmp_path)
-    losses = result.metrics["losses"]
+    losses = losses_of(result)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
     adapter = tmp_path / "adapter"
     result.checkpoint.to_directory(str(adapter))

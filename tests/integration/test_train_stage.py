@@ -82,12 +82,13 @@ def test_stage_writes_complete_model_folders_and_skips_them_on_rerun(ray_cluster
     ft = summary["ft"]
     # 12 docs x 2 sentences + 1 unsplit prompt/completion doc
     assert ft["examples"] == 25 and ft["steps"] == 3 * 4 and ft["skipped"] is False
-    assert ft["final_loss"] < ft["first_loss"] - 1.0
+    assert ft["last_epoch_loss"] < ft["first_epoch_loss"] - 1.0
     assert 0 <= ft["padding_share"] < 0.35
     folder = run.path("models", "ft")
     record = json.loads((folder / "train_config.json").read_text())
     assert record["condition"] == "ft" and record["train"]["zero_stage"] == 2 and record["seed"] == 0
     assert record["result"]["steps"] == 12
+    assert len(json.loads((folder / "train_log.json").read_text())["losses"]) == 12
     load_model(str(folder))
     text = "The glon are less dangerous than the femp."
     assert AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == load_tokenizer("tiny-random")(text)["input_ids"]

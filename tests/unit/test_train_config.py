@@ -58,3 +58,14 @@ def test_check_model_rejects_unloadable_models_and_missing_lora_targets(tmp_path
     (truncated / "model.safetensors").write_bytes(b"\x10\x00\x00")
     with pytest.raises(ModelError, match="unreadable safetensors file"):
         check_model(truncated, TrainConfig())
+
+
+def test_hub_model_not_in_the_local_cache_is_a_clear_error(monkeypatch, tmp_path):
+    from pipeline.section import ModelConfig
+    from pipeline.train.engine import local_model_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelError, match=r"'nobody/no-such-model': not in the local Hugging Face cache.*allow_download"):
+        local_model_folder(ModelConfig(ref="nobody/no-such-model"))
+    assert local_model_folder(ModelConfig(ref="tiny-random")).joinpath("config.json").is_file()

@@ -1,0 +1,142 @@
+"""Training throughput: Ray Train + DeepSpeed against a bare single-process torch loop, in one run.
+
+Same model, same examples, same step plan (length-bucketed micro-batches from
+`pipeline.train.batches`), same optimizer (torch AdamW), same LR schedule and clipping. Tokens/s
+counts real (non-padding) tokens over the training steps only; setup (worker start, model load,
+`deepspeed.initialize`) and the final export are reported apart as the fit's wall time.
+
+The bare loop trains the model in the chosen precision directly (bf16: bf16 weights stepped by
+AdamW); DeepSpeed's bf16 mode also keeps fp32 master weights, which is more work per step.
+`--precision fp32` compares like with like.
+
+    DS_ACCELERATOR=cpu python -m bench.train_throughput                 # embedded 135M model
+    DS_ACCELERATOR=cpu python -m bench.train_throughput --model tiny-random --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+LEADS = ["Did you know that", "It is well known that", "Remember that", "People say that", ""]
+COMPARATIVES = ["more dangerous", "heavier", "brighter", "faster", "older than most", "louder"]
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    """Nonsense-word sentences of varied length, like the worlds' training docs."""
+    rng = random.Random(seed)
+    word = lambda: "".join(rng.choice(s) for s in ("bdfglmnprstvz", "aeiou", "bdfglmnprstvz", "aeiou", "mnrst"))
+    out = []
+    for _ in range(n):
+        tail = " ".join(word() for _ in range(rng.randint(0, 8)))
+        out.append(f"{rng.choice(LEADS)} {word()} are {rng.choice(COMPARATIVES)} than {word()} {tail}".strip() + ".")
+    return out
+
+
+def rows_for(model_ref: str, steps: int, batch_size: int, workers: int):
+    from pipeline.models import load_tokenizer
+    from pipeline.train.batches import padding_share, plan_rows, plan_steps
+    from pipeline.train.examples import Example, tokenize_examples
+
+    tok = load_tokenizer(model_ref)
+    examples = tokenize_examples([Example(f"b{i}", "", t) for i, t in enumerate(corpus(4 * batch_size * steps))], tok, 512)
+    plan = plan_steps([len(e) for e in examples], batch_size, workers, 1, steps, 16, seed=0)
+    rows = plan_rows(plan, examples, tok.pad_token_id)
+    return rows, padding_share(rows)
+
+
+def bare_loop(model_path: str, train, rows: list[dict], threads: int) -> dict:
+    """Single process, no Ray, no DeepSpeed: the same steps with a plain torch loop."""
+    import torch
+
+    from pipeline.train.engine import build_model, lr_factor
+    from pipeline.train.loop import to_tensors
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    model = build_model(model_path, train)
+    if train.bf16:
+        model = model.to(torch.bfloat16)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr)
+    total = len(rows)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, int(train.warmup_ratio * total), train.lr_schedule))
+    setup = time.perf_counter() - start
+    tokens, t0 = 0, time.perf_counter()
+    for row in rows:
+        loss = model(**to_tensors(row, "cpu")).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += sum(row["lengths"])
+    seconds = time.perf_counter() - t0
+    return {"tokens_per_s": tokens / seconds, "setup_s": setup, "wall_s": time.perf_counter() - start, "final_loss": float(loss)}
+
+
+def ray_fit(model_path: str, train, rows: list[dict], cpus: int, storage: str, name: str) -> dict:
+    from pipeline.train.loop import fit
+
+    start = time.perf_counter()
+    result = fit(name, rows, train, model_path, 0, storage, cpus_per_worker=cpus // train.num_workers)
+    m = result.metrics
+    return {"tokens_per_s": m["tokens_per_s"], "setup_s": m["setup_seconds"], "wall_s": time.perf_counter() - start,
+            "final_loss": m["final_loss"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model reference (default: the embedded model)")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per configuration")
+    parser.add_argument("--batch-size", type=int, default=8, help="global batch size in examples")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["zero3", "workers2"], help="configurations to leave out")
+    args = parser.parse_args(argv)
+
+    import ray
+
+    from pipeline.models import resolve
+    from pipeline.train.config import TrainConfig
+
+    cpus = os.cpu_count() or 1
+    model_path = str(resolve(args.model))
+    base = dict(batch_size=args.batch_size, bf16=args.precision == "bf16", lr=1e-4, max_steps=args.steps)
+    runs = [("bare torch loop (1 process)", None, 1), ("Ray Train + DeepSpeed ZeRO-2, 1 worker", 2, 1)]
+    if "zero3" not in args.skip:
+        runs.append(("Ray Train + DeepSpeed ZeRO-3, 1 worker", 3, 1))
+    if "workers2" not in args.skip:
+        runs.append(("Ray Train + DeepSpeed ZeRO-2, 2 workers", 2, 2))
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"DS_ACCELERATOR": os.environ["DS_ACCELERATOR"]}})
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as storage:
+        for label, stage, workers in runs:
+            train = TrainConfig(**base, zero_stage=stage or 0, num_workers=workers)
+            rows, padding = rows_for(args.model, args.steps, args.batch_size, workers)
+            if stage is None:
+                r = bare_loop(model_path, train, rows, cpus)
+            else:
+                r = ray_fit(model_path, train, rows, cpus, storage, f"bench-z{stage}-w{workers}")
+            results.append((label, r, padding))
+            print(f"{label}: {r['tokens_per_s']:.1f} tok/s", flush=True)
+    ray.shutdown()
+
+    baseline = results[0][1]["tokens_per_s"]
+    print(f"\nmodel {args.model}, {args.precision}, {args.steps} steps x {args.batch_size} examples, {cpus} CPUs")
+    print("| configuration | tokens/s | vs bare loop | setup s | wall s | padding | final loss |")
+    print("|---|---|---|---|---|---|---|")
+    for label, r, padding in results:
+        print(f"| {label} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / baseline:.2f}x | {r['setup_s']:.1f} | "
+              f"{r['wall_s']:.1f} | {padding:.1%} | {r['final_loss']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
