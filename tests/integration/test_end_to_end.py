@@ -94,7 +94,12 @@ def test_ray_job_submit_on_a_local_cluster(tmp_path):
                   "--set", f"output_dir={out}", "--set", "ray.address=auto",
                   "--set", "conditions=[base,icl,ft]"]  # the cluster path, not every condition again
         _wait_for_job_api(dash, token, timeout=300, head=head, log=tmp_path / "ray-start.log")
-        proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=1200)
+        deadline = time.time() + 180
+        while True:  # the job agent registers a little after the API answers
+            proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=1200)
+            if "No available agent" not in proc.stdout + proc.stderr or time.time() > deadline:
+                break
+            time.sleep(3)
         assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
         _check_run(out / "smoke", __import__("yaml").safe_load((out / "smoke" / "config.yaml").read_text())["conditions"])
         # without the token the cluster refuses the job API
