@@ -6,7 +6,8 @@ all conditions' batches in this process (`score_local`) or on one Ray Data actor
 (`score_on_ray`; started once, not once per condition): CPU actors get `threads` torch threads
 each and fit the cluster's CPUs, GPU actors one GPU each. A prefix is encoded once per actor, on
 first use. Because the plan fixes every batch's contents and shape, any split of the batches
-over actors gives the same numbers as one process.
+over actors gives the same numbers as one process with the same torch thread count (other
+thread counts differ only by float rounding, about 1e-6).
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def score_batch(model, requests: list[Request], prefix: Prefix | None = None, re
 def plan_batches(requests: list[Request], batch_size: int) -> list[list[int]]:
     """Request indices grouped into forward batches of up to `batch_size` sequences, whole items
     only (their choices share the context), longest items first. The plan alone fixes every
-    batch, so any split of the batches over processes gives the same numbers as one process."""
+    batch, so how batches are spread over processes does not change the numbers."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     by_item: dict[int, list[int]] = {}

@@ -6,6 +6,7 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from pipeline import models
 from pipeline.config import validate_config
@@ -95,16 +96,23 @@ def test_ray_actor_pool_equals_the_single_process_scorer(tmp_path, ray_cluster):
         assert {items[the_plan.requests[k].item]["world"] for k in row["request"]} == {row["world"]}
     base_plan = plan(items, tok, 5, prefix_tokens=None, window=4096)
     specs, plans = {"icl": spec, "base": base_spec}, {"icl": the_plan, "base": base_plan}
-    local, _ = score_local(specs, items, plans)
     on_ray, seconds = score_on_ray(specs, items, plans, PoolShape(actors=2, threads=1, gpus_per_actor=0))
-    assert on_ray == local  # exactly: the plan fixes every batch
-    assert local["icl"] != local["base"] and set(seconds) == {"icl", "base"}
-    # and both equal the pure function with the world's prefix
+    threads = torch.get_num_threads()
     model = models.load_model("tiny-random")
     world_items = [it for it in items if it["world"] == "syllogisms"]
-    direct = score_items(model, tok, world_items, prefix=encode_prefix(model, tok, contexts["syllogisms"].text), batch_size=3)
-    assert [r for r in local["icl"] if r["item_id"].startswith("syllogisms")] == direct
-
+    try:
+        local, _ = score_local(specs, items, plans, threads=1)  # the actors' thread count
+        assert on_ray == local  # exactly: the plan fixes every batch
+        other, _ = score_local(specs, items, plans, threads=2)  # another thread count: within float noise
+        # the pure function with the world's prefix gives the same (same batches, same 2 threads)
+        direct = score_items(model, tok, world_items, prefix=encode_prefix(model, tok, contexts["syllogisms"].text), batch_size=3)
+    finally:
+        torch.set_num_threads(threads)
+    for c in local:
+        for a, b in zip(other[c], local[c]):
+            assert a["choice_logprobs"] == pytest.approx(b["choice_logprobs"], abs=1e-5)
+    assert local["icl"] != local["base"] and set(seconds) == {"icl", "base"}
+    assert [r for r in other["icl"] if r["item_id"].startswith("syllogisms")] == direct
 
 def test_bad_item_is_rejected_naming_it_and_nothing_is_written(tmp_path, ray_cluster):
     cfg, run, items = make_run(tmp_path, conditions=("base",))
