@@ -19,7 +19,10 @@ def ray_session(cfg: RayConfig):
         yield
         return
     env = {k: os.environ[k] for k in WORKER_ENV_KEYS if k in os.environ}
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    # Under `ray job submit` RAY_ADDRESS names the job's own cluster exactly; prefer it to
+    # "auto", which fails when a machine runs more than one Ray cluster.
+    env_address = os.environ.get("RAY_ADDRESS")
+    address = env_address if cfg.address in (None, "auto") and env_address else cfg.address
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:

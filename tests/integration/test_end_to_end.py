@@ -91,8 +91,7 @@ def test_ray_job_submit_on_a_local_cluster(tmp_path):
         out = tmp_path / "runs"
         submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
                   "--working-dir", str(ROOT), "--", "python", "-m", "pipeline", "run", "configs/smoke.yaml",
-                  "--set", f"output_dir={out}", "--set", "ray.address=auto",
-                  "--set", "conditions=[base,icl,ft]"]  # the cluster path, not every condition again
+                  "--set", f"output_dir={out}", "--set", "conditions=[base,icl,ft]"]  # the cluster path, not every condition again
         _wait_for_job_api(dash, token, timeout=300, head=head, log=tmp_path / "ray-start.log")
         deadline = time.time() + 180
         while True:  # the job agent registers a little after the API answers
