@@ -59,7 +59,7 @@ def test_serve_command_serves_until_interrupted(tmp_path, tiny_model_dir):
         "choices": ["less dangerous than femp.", "more dangerous than femp."], "answer_index": 0}])
     proc = _cli("serve", str(cfg))
     try:
-        deadline, health = time.time() + 240, None
+        deadline, health = time.time() + 420, None  # a new local Ray cluster + Serve app; slow on a busy machine
         while time.time() < deadline and proc.poll() is None:
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
