@@ -93,7 +93,7 @@ def test_ray_job_submit_on_a_local_cluster(tmp_path):
                   "--working-dir", str(ROOT), "--", "python", "-m", "pipeline", "run", "configs/smoke.yaml",
                   "--set", f"output_dir={out}", "--set", "conditions=[base,icl,ft]"]  # the cluster path, not every condition again
         _wait_for_job_api(dash, token, timeout=300, head=head, log=tmp_path / "ray-start.log")
-        deadline = time.time() + 180
+        deadline = time.time() + 600
         while True:  # the job agent registers a little after the API answers
             proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=1200)
             if "No available agent" not in proc.stdout + proc.stderr or time.time() > deadline:
