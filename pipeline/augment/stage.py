@@ -92,7 +92,8 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str])
         raise RuntimeError(f"{shard_dir}: shards hold {sum(map(len, done.values()))} results for {len(requests)} planned prompts")
     generations = [{**r, **{k: by_id[r["request_id"]][k] for k in ("text", "status", "prompt_tokens", "new_tokens")}} for r in requests]
     info = {
-        "prompts": len(requests), "shards": len(shards), "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes), "context_window": window,
+        "prompts": len(requests), "shards": len(shards), "context_window": window,
+        "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes),  # global prefixes encoded
         "new_tokens": sum(g["new_tokens"] for g in generations),
     }
     return generations, skipped, info
