@@ -2,8 +2,9 @@
 
 Every augmented sentence is labelled with the world contract: `parse(sentence, facts)` gives the
 triples it asserts (None: unverifiable); all of them in `closure(facts)`: entailed; otherwise
-contradicted. Per world and strategy: precision (entailed / all sentences), contradiction rate,
-and coverage: the share of test items whose needed triples (those of prompt + correct choice)
+contradicted; `entailed_new` counts the entailed sentences that state more than the facts (a
+reversal or a deduction). Per world and strategy: precision (entailed / all sentences),
+contradiction rate, and coverage: the share of test items whose needed triples (those of prompt + correct choice)
 some augmented sentence of that strategy states, overall and per split (reversal coverage is
 the `reversal` split's). Pure functions; the stage passes in each world's module.
 """
@@ -36,6 +37,7 @@ def _ratio(num: int, den: int) -> float | None:
 def audit_world(world: str, module, facts: list[dict], items: list[dict], rows_by_strategy: dict[str, list[dict]]) -> dict:
     """Labels, precision, contradiction rate and coverage of each strategy's rows in one world."""
     closure = {tuple(t) for t in module.closure(facts)}
+    stated_facts = {(f["subject"], f["relation"], f["object"]) for f in facts}
     needed = [(item, item_triples(item, module, facts)) for item in items]
     parsed = [(item, t) for item, t in needed if t is not None]
     out: dict = {"items": len(items), "items_unparsed": len(needed) - len(parsed), "strategies": {}}
@@ -47,6 +49,8 @@ def audit_world(world: str, module, facts: list[dict], items: list[dict], rows_b
             triples = module.parse(row["text"], facts)
             verdict = label(triples, closure)
             tally[verdict] += 1
+            if verdict == "entailed" and any(tuple(t) not in stated_facts for t in triples):
+                tally["entailed_new"] += 1  # a reversal or deduction, not a restated fact
             if triples:
                 stated.update(tuple(t) for t in triples)
             if len(examples[verdict]) < EXAMPLES_KEPT:
@@ -58,11 +62,12 @@ def audit_world(world: str, module, facts: list[dict], items: list[dict], rows_b
             entry["covered"] += all(t in stated for t in triples)
         for entry in by_split.values():
             entry["coverage"] = _ratio(entry["covered"], entry["items"])
-        total = sum(tally.values())
+        total = sum(tally[name] for name in LABELS)
         covered = sum(e["covered"] for e in by_split.values())
         out["strategies"][strategy] = {
             "sentences": total,
             **{name: tally[name] for name in LABELS},
+            "entailed_new": tally["entailed_new"],
             "precision": _ratio(tally["entailed"], total),
             "contradiction_rate": _ratio(tally["contradicted"], total),
             "coverage": _ratio(covered, len(parsed)),
@@ -84,8 +89,11 @@ def build_audit(
         if module is None:
             out["worlds"][world] = {"auditable": False, "reason": "no world module with parse/closure for this world"}
             continue
-        by_strategy = {s: [r for r in rows if r["world"] == world and r["origin"] == f"augment:{s}"] for s in strategies}
         world_facts = [f for f in facts if f["world"] == world]
+        if not world_facts:
+            out["worlds"][world] = {"auditable": False, "reason": "no ground-truth facts for this world (e.g. a user corpus)"}
+            continue
+        by_strategy = {s: [r for r in rows if r["world"] == world and r["origin"] == f"augment:{s}"] for s in strategies}
         world_items = [i for i in items if i["world"] == world]
         out["worlds"][world] = {"auditable": True, **audit_world(world, module, world_facts, world_items, by_strategy)}
     return out
@@ -96,14 +104,14 @@ def format_audit(audit: dict) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}%"
 
-    lines = [f"{'world':<12} {'strategy':<8} {'sentences':>9} {'precision':>9} {'contra':>7} {'coverage':>8} {'reversal':>8}"]
+    lines = [f"{'world':<12} {'strategy':<8} {'sentences':>9} {'precision':>9} {'new':>5} {'contra':>7} {'coverage':>8} {'reversal':>8}"]
     for world, entry in audit["worlds"].items():
         if not entry.get("auditable"):
             lines.append(f"{world:<12} (not audited: {entry['reason']})")
             continue
         for strategy, s in entry["strategies"].items():
             lines.append(
-                f"{world:<12} {strategy:<8} {s['sentences']:>9} {pct(s['precision']):>9} "
+                f"{world:<12} {strategy:<8} {s['sentences']:>9} {pct(s['precision']):>9} {s['entailed_new']:>5} "
                 f"{pct(s['contradiction_rate']):>7} {pct(s['coverage']):>8} {pct(s['reversal_coverage']):>8}"
             )
     return "\n".join(lines)

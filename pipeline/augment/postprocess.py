@@ -1,24 +1,30 @@
 """Generations -> augmented Doc rows: one row per kept sentence.
 
-Pure functions. Each generation is split into sentences; a sentence is dropped when it is
-degenerate (too short, too long, not a sentence, repetitive), echoes its source or the
-prompts' worked examples (or uses their made-up words), shares no content word with its source (off-topic), repeats a
-training sentence, or repeats an earlier augmented sentence of the same world and strategy. Every drop is counted by reason. Rows keep the world,
+Pure functions. Each generation is split into sentences, and a leading attribution clause
+("Studies have confirmed that ...") is removed: it states nothing. A sentence is dropped when it
+is degenerate (too short, too long, not a sentence, repetitive), echoes its source or the
+prompts' worked examples (or uses their made-up words), uses a word found neither in its
+world's training text nor in English (a misspelt or invented name), shares no content word
+with its source (off-topic), repeats a training sentence, or repeats an earlier augmented
+sentence of the same world and strategy. Every drop is counted by reason. Rows keep the world,
 the strategy (origin) and the source document; doc_id is a hash of the normalized sentence, so
 it does not depend on the order in which shards finished.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 from pipeline.augment.prompts import mentions_example_word, parse_output
 from pipeline.sentences import split_sentences
 
 #: Reasons a generated sentence is dropped, in the order they are checked.
-DROP_REASONS = ("too_short", "too_long", "not_a_sentence", "repetitive", "echo", "off_topic", "in_training", "duplicate")
+DROP_REASONS = ("too_short", "too_long", "not_a_sentence", "repetitive", "echo", "unknown_word", "off_topic",
+                "in_training", "duplicate")
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _STOP = frozenset(
@@ -61,17 +67,65 @@ def doc_id(strategy: str, world: str, sentence: str) -> str:
     return f"aug-{strategy}-{world}-{digest}"
 
 
-def training_sentences(train_docs: list[dict]) -> dict[str, set[str]]:
-    """world -> normalized sentences of its training documents."""
-    out: dict[str, set[str]] = defaultdict(set)
+@dataclass
+class TrainingIndex:
+    """What post-processing compares against, per world: training sentences and vocabulary."""
+
+    norms: dict[str, set[str]]
+    vocab: dict[str, set[str]]
+
+
+def training_index(train_docs: list[dict]) -> TrainingIndex:
+    norms: dict[str, set[str]] = defaultdict(set)
+    vocab: dict[str, set[str]] = defaultdict(set)
     for doc in train_docs:
-        out[doc["world"]].update(normalize(s) for s in split_sentences(doc["text"]))
+        for sentence in split_sentences(doc["text"]):
+            norms[doc["world"]].update({normalize(sentence), normalize(strip_attribution(sentence))})
+        vocab[doc["world"]].update(words(doc["text"]))
+    return TrainingIndex(dict(norms), dict(vocab))
+
+
+@functools.lru_cache(maxsize=1)
+def english() -> frozenset[str]:
+    from english_words import get_english_words_set
+
+    return frozenset(get_english_words_set(["web2", "gcide"], lower=True, alpha=True))
+
+
+def _forms(word: str) -> set[str]:
+    """A word and its likely stems (plural, possessive, verb endings)."""
+    w = word.strip("'-").removesuffix("'s")
+    out = {w}
+    for suffix, repl in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e")):
+        if w.endswith(suffix) and len(w) > len(suffix) + 2:
+            out.add(w[: -len(suffix)] + repl)
     return out
+
+
+def unknown_words(sentence: str, vocab: set[str]) -> list[str]:
+    """Words of the sentence in neither the world's training vocabulary nor English."""
+    known = english()
+    return [w for w in words(sentence) if not (_forms(w) & vocab or _forms(w) & known)]
+
+
+_ATTRIBUTION = re.compile(r"^(?P<lead>(?:[A-Za-z']+,?\s+){0,6}?that)\s+(?P<rest>[A-Za-z].*)$", re.I)
+_NOT_ATTRIBUTION = frozenset("is are was were all some no every each".split())
+
+
+def strip_attribution(sentence: str) -> str:
+    """'Studies have confirmed that femp are big.' -> 'Femp are big.' (the lead states nothing)."""
+    m = _ATTRIBUTION.match(sentence)
+    if not m or set(words(m["lead"])) & _NOT_ATTRIBUTION:
+        return sentence
+    rest = m["rest"]
+    if rest.endswith("?"):
+        rest = rest[:-1] + "."
+    return rest[0].upper() + rest[1:]
 
 
 def postprocess(
     generations: list[dict],
-    train_norms: dict[str, set[str]],
+    index: TrainingIndex,
     examples: list[str],
     min_words: int,
     max_words: int,
@@ -96,17 +150,20 @@ def postprocess(
         if not sentences:
             tally["empty"] += 1
             continue
-        source_norms = {normalize(s) for s in split_sentences(gen["source_text"])}
+        source_norms = {normalize(f(s)) for s in split_sentences(gen["source_text"]) for f in (str, strip_attribution)}
         topic = content_words(gen["source_text"])
         for sentence in sentences:
             tally["sentences"] += 1
+            sentence = strip_attribution(sentence)
             norm = normalize(sentence)
             reason = sentence_issue(sentence, min_words, max_words)
             if reason is None and (norm in source_norms or norm in example_norms or mentions_example_word(sentence)):
                 reason = "echo"
+            if reason is None and unknown_words(sentence, index.vocab.get(world, set())):
+                reason = "unknown_word"
             if reason is None and not (content_words(sentence) & topic):
                 reason = "off_topic"
-            if reason is None and norm in train_norms.get(world, ()):
+            if reason is None and norm in index.norms.get(world, ()):
                 reason = "in_training"
             if reason is None and norm in seen[(strategy, world)]:
                 reason = "duplicate"
@@ -123,7 +180,7 @@ def postprocess(
     return rows, {key: dict(c) for key, c in sorted(counts.items())}
 
 
-def dedupe_oracle(rows: list[dict], train_norms: dict[str, set[str]]) -> tuple[list[dict], dict]:
+def dedupe_oracle(rows: list[dict], index: TrainingIndex) -> tuple[list[dict], dict]:
     """Oracle rows are true by construction: only drop repeats of training or earlier sentences."""
     seen: dict[str, set[str]] = defaultdict(set)
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -132,7 +189,7 @@ def dedupe_oracle(rows: list[dict], train_norms: dict[str, set[str]]) -> tuple[l
         world, norm = row["world"], normalize(row["text"])
         tally = counts[f"oracle/{world}"]
         tally["sentences"] += 1
-        if norm in train_norms.get(world, ()):
+        if norm in index.norms.get(world, ()):
             tally["dropped_in_training"] += 1
         elif norm in seen[world]:
             tally["dropped_duplicate"] += 1

@@ -24,28 +24,15 @@ MADE_UP = ("blicket", "wuggle", "zarpen", "flombik", "kallop", "snorvet", "drevi
 
 #: Worked examples for local augmentation: (training sentence, what the generator should write).
 LOCAL_EXAMPLES: tuple[tuple[str, str], ...] = (
-    (
-        "Did you know that blickets are heavier than wuggles?",
-        "Blickets are heavier than wuggles.\nWuggles are lighter than blickets.\nWuggles are less heavy than blickets.",
-    ),
-    (
-        "All zarpens are flombiks.",
-        "Every zarpen is a flombik.\nZarpens are a kind of flombik.\nSome flombiks are zarpens.",
-    ),
-    (
-        "Kallop is the mother of Snorvet.",
-        "Snorvet is the child of Kallop.\nKallop is a parent of Snorvet.",
-    ),
-    (
-        "Drevish are quimbles that have tepsin.",
-        "Drevish are a kind of quimble.\nQuimbles include drevish.\nDrevish have tepsin.",
-    ),
+    ("Did you know that blickets are heavier than wuggles?", "Blickets are heavier than wuggles.\nWuggles are lighter than blickets."),
+    ("Kallop is Snorvet's son.", "Kallop is the son of Snorvet.\nSnorvet is the parent of Kallop."),
+    ("Every zarpen is a flombik.", "All zarpens are flombiks.\nSome flombiks are zarpens."),
+    ("No drevish are quimbles.", "No quimbles are drevish."),
 )
 
 LOCAL_SYSTEM = (
-    "You restate facts. Given one sentence, write two or three short sentences that state the "
-    "same fact in other words: say it in the reverse direction, and say what follows directly "
-    "from it. Use only the words of the given sentence. Write one sentence per line and nothing else."
+    "You restate facts. Given one sentence, write the same fact as a plain sentence, then the same fact "
+    "said in the reverse direction. Keep every name exactly as it is written. Write one sentence per line and nothing else."
 )
 
 #: Worked example for global augmentation: (documents, target document, what to write).

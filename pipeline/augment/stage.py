@@ -13,10 +13,10 @@ on the driver, through the world modules (`world_module`).
 from __future__ import annotations
 
 from pipeline.augment.audit import build_audit, format_audit
-from pipeline.augment.generation import generate_resumable, run_hf
+from pipeline.augment.generation import generate_resumable, prepare_shard_dir, run_hf
 from pipeline.augment.oracle import oracle_docs
 from pipeline.augment.plan import LOCAL_PREFIX, fingerprint, make_shards, plan_global, plan_local
-from pipeline.augment.postprocess import dedupe_oracle, postprocess, training_sentences
+from pipeline.augment.postprocess import dedupe_oracle, postprocess, training_index
 from pipeline.augment.prompts import PromptFormat, example_sentences
 from pipeline.config import RunConfig
 from pipeline.records import Doc, Fact, Item, read_records, write_json, write_records
@@ -73,8 +73,6 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str])
     settings = {"generator": aug.generator.model_dump(), "engine": aug.engine, "temperature": aug.temperature}
     shard_dir = run.path("augment", "shards")
     shard_dir.mkdir(parents=True, exist_ok=True)
-    from pipeline.augment.generation import prepare_shard_dir
-
     prepare_shard_dir(shard_dir, fingerprint(shards, settings))
     if aug.engine == "vllm":
         from pipeline.augment.vllm_engine import run_vllm
@@ -94,7 +92,8 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str])
         raise RuntimeError(f"{shard_dir}: shards hold {sum(map(len, done.values()))} results for {len(requests)} planned prompts")
     generations = [{**r, **{k: by_id[r["request_id"]][k] for k in ("text", "status", "prompt_tokens", "new_tokens")}} for r in requests]
     info = {
-        "prompts": len(requests), "shards": len(shards), "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes), "context_window": window,
+        "prompts": len(requests), "shards": len(shards), "context_window": window,
+        "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes),  # global prefixes encoded
         "new_tokens": sum(g["new_tokens"] for g in generations),
         # prompt + generated tokens per strategy: the report's augmentation FLOPs
         "tokens_by_strategy": {s: sum(g["prompt_tokens"] + g["new_tokens"] for g in generations if g["strategy"] == s)
@@ -116,26 +115,29 @@ def run(cfg: RunConfig, run: Run) -> dict:
     generations, skipped, info = [], {}, {"prompts": 0}
     if {"local", "global"} & set(strategies):
         generations, skipped, info = generate(cfg, run, train, strategies)
-    train_norms = training_sentences(train)
-    rows, counts = postprocess(generations, train_norms, example_sentences(), cfg.augment.min_words, cfg.augment.max_words)
+    index = training_index(train)
+    rows, counts = postprocess(generations, index, example_sentences(), cfg.augment.min_words, cfg.augment.max_words)
     if "oracle" in strategies:
         oracle_rows = []
         for world in worlds:
-            if modules[world] is None:
-                skipped.setdefault(f"oracle/{world}", {})["no_world_module"] = 1
+            if modules[world] is None or not hasattr(modules[world], "oracle"):
+                skipped.setdefault(f"oracle/{world}", {})["no_oracle"] = 1
                 continue
             world_facts = [f for f in facts if f["world"] == world]
             oracle_rows += oracle_docs(world, modules[world], world_facts, [d for d in train if d["world"] == world])
-        oracle_rows, oracle_counts = dedupe_oracle(oracle_rows, train_norms)
+        oracle_rows, oracle_counts = dedupe_oracle(oracle_rows, index)
         rows += oracle_rows
         counts.update(oracle_counts)
     write_records(run.path("augment", "augmented.parquet"), Doc, rows)
 
     generation = {key: {**counts.get(key, {}), **skipped.get(key, {})} for key in sorted(set(counts) | set(skipped))}
     audit = build_audit(rows, items, facts, {w: m for w, m in modules.items() if m is not None}, strategies, generation)
-    audit["run"] = {"strategies": strategies, "generator": cfg.augment.generator.ref, "engine": cfg.augment.engine, **info}
+    too_long = sum(v.get("too_long", 0) for v in skipped.values())
+    audit["run"] = {"strategies": strategies, "generator": cfg.augment.generator.ref, "engine": cfg.augment.engine,
+                    "skipped_too_long": too_long, **info}
     write_json(run.path("augment", "audit.json"), audit)
     print(format_audit(audit))
+    if too_long:
+        print(f"skipped {too_long} prompts longer than the context window (augment.strict=true makes this an error)")
     per_origin = {s: sum(r["origin"] == f"augment:{s}" for r in rows) for s in strategies}
-    return {"rows": len(rows), "rows_by_strategy": per_origin, **info,
-            "skipped_too_long": sum(v.get("too_long", 0) for v in skipped.values())}
+    return {"rows": len(rows), "rows_by_strategy": per_origin, **info, "skipped_too_long": too_long}

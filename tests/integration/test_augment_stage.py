@@ -87,3 +87,17 @@ def test_only_the_oracle_needs_no_generator(ray_cluster, tmp_path):
     summary = stage.run(cfg, run)
     assert summary["prompts"] == 0 and summary["rows_by_strategy"] == {"oracle": 4}
     assert not run.path("augment", "shards").exists()
+
+
+def test_documents_over_the_context_window_are_skipped_and_counted_or_an_error(ray_cluster, tmp_path):
+    from pipeline.augment.plan import PromptTooLong
+
+    cfg, run = make_run(tmp_path, name="window", generator={"ref": "tiny-random", "max_context": 300})
+    cfg.conditions = ["ft+global"]
+    summary = stage.run(cfg, run)  # every global prompt (the corpus, one doc, the instruction) is over 300 tokens
+    audit = json.loads(run.path("augment", "audit.json").read_text())
+    assert summary["prompts"] == 0 and summary["skipped_too_long"] == 8 == audit["run"]["skipped_too_long"]
+    assert audit["generation"]["global/fakecmp"] == {"too_long": 8}
+    cfg.augment.strict = True
+    with pytest.raises(PromptTooLong, match=r"doc 'fakecmp-d0-0'.*over the context window of 300"):
+        stage.run(cfg, run)

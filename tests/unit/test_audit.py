@@ -37,7 +37,7 @@ def test_oracle_precision_and_reversal_coverage_are_100_percent():
     rows = oracle_docs(W, fake, FACTS, DOCS)
     audit = build_audit(rows, ITEMS, FACTS, {W: fake}, ["oracle"], {})
     s = audit["worlds"][W]["strategies"]["oracle"]
-    assert s["sentences"] == len(FACTS) and s["entailed"] == len(FACTS)
+    assert s["sentences"] == len(FACTS) and s["entailed"] == len(FACTS) == s["entailed_new"]
     assert s["precision"] == 1.0 and s["contradiction_rate"] == 0.0
     assert s["reversal_coverage"] == 1.0
     assert s["coverage_by_split"]["rephrase"]["coverage"] == 0.0  # the oracle only states new inferences
@@ -50,6 +50,7 @@ def test_audit_counts_labels_and_coverage_per_strategy():
         aug("Glon are more dangerous than femp."),      # contradicted
         aug("Femp like to swim."),                      # unverifiable
         aug("Troff are less heavy than yomp.", "global"),  # entailed, covers reversal item 1
+        aug("Yomp are more heavy than troff.", "global"),  # entailed, but only restates a fact
     ]
     audit = build_audit(rows, ITEMS, FACTS, {W: fake}, ["local", "global"], {"local/fakecmp": {"kept": 3}})
     local = audit["worlds"][W]["strategies"]["local"]
@@ -59,6 +60,7 @@ def test_audit_counts_labels_and_coverage_per_strategy():
     assert local["examples"]["contradicted"] == ["Glon are more dangerous than femp."]
     glob = audit["worlds"][W]["strategies"]["global"]
     assert glob["precision"] == 1.0 and glob["reversal_coverage"] == 0.25
+    assert glob["entailed"] == 2 and glob["entailed_new"] == 1
     assert audit["generation"] == {"local/fakecmp": {"kept": 3}}
     table = format_audit(audit)
     assert "fakecmp" in table and "33.3%" in table and "25.0%" in table
@@ -75,6 +77,8 @@ def test_world_without_module_is_reported_not_audited():
     audit = build_audit(rows, ITEMS, FACTS, {W: fake}, ["local"], {})
     assert audit["worlds"]["corpus"] == {"auditable": False, "reason": "no world module with parse/closure for this world"}
     assert "not audited" in format_audit(audit)
+    no_facts = build_audit(rows, ITEMS, FACTS, {W: fake, "corpus": fake}, ["local"], {})
+    assert no_facts["worlds"]["corpus"]["auditable"] is False and "no ground-truth facts" in no_facts["worlds"]["corpus"]["reason"]
 
 
 def test_unparsed_items_are_counted_not_covered():

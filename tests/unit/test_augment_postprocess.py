@@ -1,7 +1,7 @@
 import pytest
 
 from pipeline.augment.postprocess import (
-    dedupe_oracle, doc_id, normalize, postprocess, sentence_issue, training_sentences,
+    dedupe_oracle, doc_id, normalize, postprocess, sentence_issue, strip_attribution, training_index, unknown_words,
 )
 from pipeline.records import Doc, validate_rows
 
@@ -15,7 +15,7 @@ def gen(text, rid="local/w/000000/0", status="ok", source="Femp are more dangero
 
 
 def run(gens, min_words=3, max_words=40):
-    return postprocess(gens, training_sentences(TRAIN), EXAMPLES, min_words, max_words)
+    return postprocess(gens, training_index(TRAIN), EXAMPLES, min_words, max_words)
 
 
 @pytest.mark.parametrize("sentence, reason", [
@@ -78,6 +78,32 @@ def test_normalize():
 
 def test_dedupe_oracle_drops_only_repeats():
     rows = [{"world": "w", "text": t} for t in ["Glon are less dangerous than femp.", "Femp are bigger than glon.", "glon are less dangerous than femp"]]
-    kept, counts = dedupe_oracle(rows, training_sentences(TRAIN))
+    kept, counts = dedupe_oracle(rows, training_index(TRAIN))
     assert [r["text"] for r in kept] == ["Glon are less dangerous than femp."]
     assert counts["oracle/w"] == {"sentences": 3, "kept": 1, "dropped_in_training": 1, "dropped_duplicate": 1}
+
+
+@pytest.mark.parametrize("sentence, expected", [
+    ("Studies have confirmed that vousk are weaker than smisp.", "Vousk are weaker than smisp."),
+    ("Did you know that femp are big?", "Femp are big."),
+    ("All dogs that bark are loud.", "All dogs that bark are loud."),  # 'that' inside the statement
+    ("It is known that femp are big.", "It is known that femp are big."),  # conservative: 'is' in the lead
+    ("Femp are bigger than glon.", "Femp are bigger than glon."),
+])
+def test_strip_attribution(sentence, expected):
+    assert strip_attribution(sentence) == expected
+
+
+def test_unknown_words_are_neither_in_the_world_nor_english():
+    vocab = {"femp", "glon", "gozz"}
+    assert unknown_words("Femp are bigger than glons.", vocab) == []
+    assert unknown_words("The goz lives with femp's families.", vocab) == ["goz"]
+
+
+def test_attribution_variants_and_misspelt_names_are_handled():
+    gens = [gen("Studies have confirmed that femp are more dangerous than glon.\n"  # the source, restated: echo
+                "Researchers say that glon are less dangerous than femp.\n"  # kept, without its lead
+                "Glonn are less dangerous than femp.")]  # misspelt name
+    rows, counts = run(gens)
+    assert [r["text"] for r in rows] == ["Glon are less dangerous than femp."]
+    assert counts["local/w"]["dropped_echo"] == 1 and counts["local/w"]["dropped_unknown_word"] == 1
