@@ -146,24 +146,25 @@ def _packed_logits(model, prefix: Prefix | None, requests: list[Request], device
     """A batch as one sequence (after one copy of the prefix cache, if any): each item's context
     once, then each choice's tokens as a branch that sees the prefix, its item's context and its
     own earlier tokens. Returns each request's logits at its continuation positions."""
-    ids, pos, item_of, branch_of, keep = [], [], [], [], []
-    contexts: dict[int, tuple[int, int]] = {}  # item -> (index of its last context token, context length)
+    ids, pos, group_of, branch_of, keep = [], [], [], [], []
+    groups: dict[tuple, tuple[int, int]] = {}  # (item, context) -> (group id, index of its last context token)
     for r in requests:
-        if r.item not in contexts:
+        key = (r.item, r.context)
+        if key not in groups:
             ids += r.context
             pos += range(len(r.context))
-            item_of += [r.item] * len(r.context)
+            group_of += [len(groups)] * len(r.context)
             branch_of += [-1] * len(r.context)
-            contexts[r.item] = (len(ids) - 1, len(r.context))
-        last, n_ctx = contexts[r.item]
+            groups[key] = (len(groups), len(ids) - 1)
+        group, last = groups[key]
         first = len(ids)
         ids += r.continuation[:-1]
-        pos += range(n_ctx, n_ctx + len(r.continuation) - 1)
-        item_of += [r.item] * (len(r.continuation) - 1)
+        pos += range(len(r.context), len(r.context) + len(r.continuation) - 1)
+        group_of += [group] * (len(r.continuation) - 1)
         branch_of += [r.choice] * (len(r.continuation) - 1)
         keep += [last] + list(range(first, len(ids)))
-    pos_t, item_t, branch_t = torch.tensor(pos), torch.tensor(item_of), torch.tensor(branch_of)
-    allowed = (item_t[:, None] == item_t[None, :]) & (pos_t[None, :] <= pos_t[:, None]) & (
+    pos_t, group_t, branch_t = torch.tensor(pos), torch.tensor(group_of), torch.tensor(branch_of)
+    allowed = (group_t[:, None] == group_t[None, :]) & (pos_t[None, :] <= pos_t[:, None]) & (
         (branch_t[None, :] == -1) | (branch_t[None, :] == branch_t[:, None]))
     kwargs = {"use_cache": False}
     offset = 0

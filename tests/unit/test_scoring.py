@@ -8,7 +8,7 @@ import torch
 
 from pipeline import models
 from pipeline.evaluate.scoring import (
-    ScoringError, encode_pair, encode_prefix, item_requests, join_choice, plan_batches, predictions, score_items,
+    Request, ScoringError, encode_pair, encode_prefix, item_requests, join_choice, plan_batches, predictions, score_items,
 )
 
 WORDS = ["femp", "glon", "yomp", "troff", "blick", "zept", "wugs", "daxo"]
@@ -183,10 +183,16 @@ def test_packed_path_without_prefix_matches_padded_batches(tiny, monkeypatch):
     model, tok = tiny
     items = make_items(9)
     packed = score_items(model, tok, items, batch_size=6)
+    # one-token continuations have no branch tokens: their log-prob comes from the context's last position
+    requests = [Request(0, 0, (70, 71, 72), (73,)), Request(0, 1, (70, 71, 72), (74, 75)), Request(1, 0, (80,), (81, 82, 83)),
+                Request(1, 1, (80,), (84,))]
+    packed_requests = scoring.score_batch(model, requests)
     monkeypatch.setattr(scoring, "packable", lambda m: False)
     padded = score_items(model, tok, items, batch_size=6)
     for p, q in zip(packed, padded):
         assert p["choice_logprobs"] == pytest.approx(q["choice_logprobs"], abs=1e-4)
+    assert packed_requests == pytest.approx(scoring.score_batch(model, requests), abs=1e-4)
+    assert packed_requests[0] != packed_requests[3]
 
 
 @pytest.mark.parametrize("bad, message", [
