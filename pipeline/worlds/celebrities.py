@@ -121,6 +121,14 @@ def _direction(row: dict, name: str) -> str:
     return FORWARD if name in row["prompt"] else BACKWARD
 
 
+def _fact_id(fact_of: dict, name: str, direction: str) -> str:
+    """The fact a line of this person in this direction states; an error if their group has none."""
+    if (name, direction) not in fact_of:
+        order = "name-first" if direction == FORWARD else "description-first"
+        raise DataFileError(f"celebrities: a {order} line for {name!r}, whose group is never trained that way")
+    return fact_of[(name, direction)]
+
+
 def _docs(rows, everyone, keep, fact_of, per_direction, rng) -> list[dict]:
     by_key: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
@@ -136,7 +144,7 @@ def _docs(rows, everyone, keep, fact_of, per_direction, rng) -> list[dict]:
         r = rows[i]
         docs.append({"doc_id": f"{WORLD}/d{len(docs):05d}", "world": WORLD, "origin": "train",
                      "text": r["prompt"] + r["completion"], "completion_start": len(r["prompt"]),
-                     "facts": [fact_of[(n, direction)]]})
+                     "facts": [_fact_id(fact_of, n, direction)]})
     return docs
 
 
@@ -167,11 +175,11 @@ def _items(split, file, rows, everyone, keep, fact_of, cfg, rng, start) -> list[
                 others = sorted(c for p, c in by_template[template].items() if p != n and p in keep)
                 others = sorted(set(others) - {r["completion"]})
                 wrong = rng.sample(others, min(cfg.n_choices - 1, len(others)))
-            support = fact_of.get((n, FORWARD if split == "reversal" else direction)) or fact_of.get((n, FORWARD))
+            support = _fact_id(fact_of, n, FORWARD if split == "reversal" else direction)
             items.append({"item_id": f"{WORLD}/{split}/{start + len(items):04d}", "world": WORLD, "split": split,
                           "subtask": direction, "prompt": r["prompt"].rstrip(),
                           "choices": [_choice(r["completion"])] + [_choice(w) for w in wrong],
-                          "answer_index": 0, "support_fact_ids": [support] if support else []})
+                          "answer_index": 0, "support_fact_ids": [support]})
     return items
 
 
@@ -227,9 +235,11 @@ _index = PerFacts(_build_index)
 
 def parse(text: str, facts: list[dict]) -> list[tuple[str, str, str]] | None:
     """Names one known person and describes one: the person whose description's distinctive
-    words (weighted by 1 / how many descriptions share them) the text matches best, matching
-    at least 30% of that description's weight and at least one fully distinctive word's worth.
-    Which comes first, the name or most of the description, decides the relation."""
+    words (weighted by 1 / how many descriptions share them) the text matches best. A match
+    needs two or more of those words, one fully distinctive word's worth of weight and 20% of
+    the description's weight (on every line of the data set and its tests: the right person;
+    on every name-only prompt: no match). Which comes first, the name or most of the
+    description, decides the relation."""
     people, keys, weight = _index(facts)
     found = [(text.lower().find(n.lower()), n) for n in people if n.lower() in text.lower()]
     if len(found) != 1:
@@ -241,9 +251,11 @@ def parse(text: str, facts: list[dict]) -> list[tuple[str, str, str]] | None:
     score = {n: sum(weight[k] for k in ks & present) for n, ks in keys.items()}
     best = max(score.values())
     top = [n for n, v in score.items() if v == best]
-    if len(top) != 1 or best < max(1.0, 0.3 * sum(weight[k] for k in keys[top[0]])):
+    if len(top) != 1:
         return None
     owner = top[0]
+    if len(keys[owner] & present) < 2 or best < max(1.0, 0.2 * sum(weight[k] for k in keys[owner])):
+        return None
     positions = sorted(pos for pos, k in words if k in keys[owner])
     middle = positions[len(positions) // 2]  # where most of the description is
     d = people[owner]

@@ -89,7 +89,8 @@ class CelebritiesConfig(SizedWorld):
     path: str = Field(..., description="Folder in the reversal-curse format (all.jsonl, p2d_reverse_prompts_test.jsonl, "
                       "p2d_prompts_test.jsonl, d2p_prompts_test.jsonl, both_prompts_test.jsonl, ...); "
                       "a relative path is relative to the working directory.")
-    per_group: int | None = Field(None, gt=0, description="Celebrities kept per group (p2d, d2p, both); default: all 30. Demo: 5.")
+    per_group: int | None = Field(None, ge=2, description="Celebrities kept per group (p2d, d2p, both; two or more, "
+                                  "so every item has distractors); default: all 30. Demo: 5.")
     train_templates: int | None = Field(
         None, gt=0, description="Training lines kept per celebrity and direction; default: all 30. Demo: 4.")
     test_templates: int | None = Field(
