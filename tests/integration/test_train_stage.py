@@ -12,7 +12,6 @@ from pipeline.models import ModelError
 from pipeline.records import Doc, write_records
 from pipeline.runs import Run
 from pipeline.train import stage
-from pipeline.train.examples import ExampleError
 
 WORDS = "femp glon yomp troff zept telk brix quor dask vimp sarn plob".split()
 DOCS = [
@@ -48,12 +47,10 @@ def assert_nothing_written(run):
     ("no_docs", stage.TrainInputError, r"condition 'ft': no training docs \(origin 'train'\)"),
     ("batch", stage.TrainInputError, r"condition 'ft': train\.batch_size 64 is larger than the 25 training examples"),
     ("augment", stage.TrainInputError, r"train on augmented docs, and .*augmented\.parquet does not exist; run `python -m pipeline augment"),
-    ("strategy", ExampleError, r"condition 'ft\+oracle' trains on augment:oracle docs.*none"),
     ("model", ModelError, r"cannot build a causal LM"),
     ("lora_target", ModelError, r"train\.lora\.target_modules: \['wq'\]"),
 ])
 def test_bad_input_fails_before_any_worker_and_writes_nothing(tmp_path, case, error, match):
-    augmented = [{"doc_id": "a0", "world": "reversals", "origin": "augment:local", "text": "The glon are less dangerous than the femp."}]
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
@@ -61,7 +58,6 @@ def test_bad_input_fails_before_any_worker_and_writes_nothing(tmp_path, case, er
         "no_docs": dict(docs=[{**DOCS[0], "origin": "augment:local"}]),
         "batch": dict(train={"batch_size": 64}),
         "augment": dict(conditions=["ft", "ft+local"]),
-        "strategy": dict(conditions=["ft+oracle"], augmented=augmented),
         "model": dict(model={"ref": str(broken)}),
         "lora_target": dict(train={"lora": {"target_modules": ["q_proj", "wq"]}}),
     }
