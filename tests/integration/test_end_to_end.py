@@ -76,7 +76,9 @@ def test_smoke_run_through_the_cli_and_rerun_skips(tmp_path, ray_cluster):
 
 def test_ray_job_submit_on_a_local_cluster(tmp_path):
     token = secrets.token_hex(16)
-    gcs, dash = _free_port(), _free_port()
+    # Every port of our own: another Ray cluster on this machine (the session's fixture) already
+    # holds the defaults, and a job agent that cannot bind its port leaves the job API with no agent.
+    gcs, dash, agent, metrics = (_free_port() for _ in range(4))
     # a short temp dir: Ray's Unix socket paths must stay under 108 characters
     ray_tmp = tempfile.mkdtemp(prefix="kl-ray-", dir="/tmp")
     log = open(tmp_path / "ray-start.log", "w")
@@ -84,7 +86,8 @@ def test_ray_job_submit_on_a_local_cluster(tmp_path):
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DS_ACCELERATOR": "cpu"}
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}", "--num-cpus=2",
          f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -93,13 +96,15 @@ def test_ray_job_submit_on_a_local_cluster(tmp_path):
                   "--working-dir", str(ROOT), "--", "python", "-m", "pipeline", "run", "configs/smoke.yaml",
                   "--set", f"output_dir={out}", "--set", "conditions=[base,icl,ft]"]  # the cluster path, not every condition again
         _wait_for_job_api(dash, token, timeout=300, head=head, log=tmp_path / "ray-start.log")
-        deadline = time.time() + 600
+        deadline = time.time() + 180
         while True:  # the job agent registers a little after the API answers
             proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=1200)
             if "No available agent" not in proc.stdout + proc.stderr or time.time() > deadline:
                 break
             time.sleep(3)
-        assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+        agent_log = next(Path(ray_tmp).glob("session_*/logs/dashboard_agent.log"), None)
+        assert proc.returncode == 0 and "succeeded" in proc.stdout, (
+            proc.stdout[-3000:] + proc.stderr[-3000:] + (agent_log.read_text()[-3000:] if agent_log else ""))
         _check_run(out / "smoke", __import__("yaml").safe_load((out / "smoke" / "config.yaml").read_text())["conditions"])
         # without the token the cluster refuses the job API
         bad = subprocess.run([str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{dash}"],
