@@ -72,14 +72,15 @@ def main(cfg: RunConfig, run: Run) -> int:
 
     _require_run(cfg)
     with ray_session(cfg.ray):
-        start(cfg)
-        print(f"serving {run.dir} on http://{cfg.serve.host}:{cfg.serve.port} "
-              "(GET /v1/models, POST /v1/completions, /v1/chat/completions, /v1/evaluate); Ctrl-C stops")
-        try:
+        try:  # Ctrl-C is how a server stops, also while it is still starting
+            start(cfg)
+            print(f"serving {run.dir} on http://{cfg.serve.host}:{cfg.serve.port} "
+                  "(GET /v1/models, POST /v1/completions, /v1/chat/completions, /v1/evaluate); Ctrl-C stops",
+                  flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            print("stopping")
+            print("stopping", flush=True)
         finally:
             serve.shutdown()
     return 0

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,24 +59,25 @@ def test_serve_command_serves_until_interrupted(tmp_path, tiny_model_dir):
         "item_id": "i0", "world": "w", "split": "reversal", "subtask": "c", "prompt": "Glon are",
         "choices": ["less dangerous than femp.", "more dangerous than femp."], "answer_index": 0}])
     proc = _cli("serve", str(cfg))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+    reader.start()
     try:
-        deadline, health = time.time() + 420, None  # a new local Ray cluster + Serve app; slow on a busy machine
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-                if health.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+        # ready when the CLI says so: a new local Ray cluster + Serve app, slow on a busy machine
+        deadline = time.time() + 420
+        while time.time() < deadline and proc.poll() is None and not any(l.startswith("serving ") for l in lines):
             time.sleep(1)
-        assert health is not None and health.status_code == 200, proc.stdout.read() if proc.poll() is not None else ""
-        assert health.json()["models"] == ["base"]
+        assert any(l.startswith("serving ") for l in lines), "".join(lines)[-5000:]
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        assert health.status_code == 200 and health.json()["models"] == ["base"]
         resp = httpx.post(f"http://127.0.0.1:{port}/v1/completions",
-                          json={"model": "base", "prompt": "Hi", "max_tokens": 3, "temperature": 0}, timeout=60)
+                          json={"model": "base", "prompt": "Hi", "max_tokens": 3, "temperature": 0}, timeout=120)
         assert resp.status_code == 200 and resp.json()["usage"]["completion_tokens"] == 3
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+    out = "".join(lines)
     assert proc.returncode == 0, out
     assert f"on http://127.0.0.1:{port}" in out
     with pytest.raises(httpx.HTTPError):
