@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from filelock import FileLock
 
+from pipeline.records import atomic_dir
 from pipeline.section import ModelConfig
 
 EMBEDDED = "smollm2-135m-instruct"
@@ -66,15 +65,9 @@ def _build_once(name: str, build) -> Path:
     with FileLock(str(target) + ".lock"):
         if (target / _READY).is_file():
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-        try:
+        with atomic_dir(target) as tmp:
             build(tmp)
             (tmp / _READY).write_text("ok\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -19,11 +19,10 @@ absent, never half-written.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from pipeline.records import atomic_dir
 from pipeline.train.config import TrainConfig
 
 TRAIN_RECORD = "train_config.json"
@@ -100,17 +99,10 @@ def saved_record(folder: Path) -> dict | None:
 
 def finalize(exported: Path, target: Path, tokenizer, record: dict) -> Path:
     """Copy the exported weights, add tokenizer + train_config.json, rename onto `target`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         shutil.copytree(exported, tmp, dirs_exist_ok=True)
         if not any((tmp / w).is_file() for w in WEIGHTS):
             raise RuntimeError(f"{exported}: the exported folder has no weights ({', '.join(WEIGHTS)})")
         tokenizer.save_pretrained(tmp)
         (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.records import Doc, Item, RecordError, Score, atomic_path, read_records, write_records
+from pipeline.records import Doc, Item, RecordError, Score, atomic_dir, atomic_path, read_records, write_records
 
 ITEM = dict(item_id="i1", world="w", split="reversal", subtask="r", prompt="Q:", choices=[" a", " b"], answer_index=1, support_fact_ids=["f1"])
 
@@ -80,6 +80,21 @@ def test_interrupted_atomic_write_leaves_no_file(tmp_path):
             raise RuntimeError("boom")
     assert set(tmp_path.iterdir()) == before
     assert not target.exists()
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    assert (target / "weights").read_text() == "v1"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and (target / "weights").read_text() == "v1"
+    with atomic_dir(target) as tmp:
+        (tmp / "config").write_text("v2")
+    assert sorted(p.name for p in target.iterdir()) == ["config"]  # the old folder is gone, not merged
 
 
 def test_written_files_get_the_usual_mode(tmp_path):
