@@ -64,7 +64,7 @@ def bare_loop(model_path: str, train, rows: list[dict], threads: int) -> dict:
     if train.bf16:
         model = model.to(torch.bfloat16)
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr, fused=True)
     total = len(rows)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, int(train.warmup_ratio * total), train.lr_schedule))
     setup = time.perf_counter() - start

@@ -37,6 +37,10 @@ class AugmentConfig(Section):
     max_docs_per_world: int | None = Field(
         8, gt=0, description="Global augmentation: target documents per world (taken group by group, so few prefixes are encoded); null = all."
     )
+    oracle_max_per_world: int | None = Field(
+        None, gt=0, description="Oracle: at most this many sentences per world (a seeded sample, in order); null = all, "
+        "the true upper bound. A cap trades the oracle's coverage (see the audit) for training time."
+    )
     global_prefix_max_tokens: int | None = Field(
         4096, gt=0, description="Global augmentation: tokens of the shared corpus prefix; a world's corpus beyond it (or beyond the "
         "context window) is split into groups of documents, each its own prefix. null = the context window.",

@@ -8,8 +8,10 @@ keeps the ids of the facts it derives from and, as its source, the first trainin
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 
+from pipeline.augment.plan import stable_seed
 from pipeline.augment.postprocess import doc_id
 
 
@@ -38,3 +40,14 @@ def oracle_docs(world: str, module, facts: list[dict], train_docs: list[dict]) -
             "facts": list(fact_ids), "completion_start": 0,
         })
     return rows
+
+
+def cap_per_world(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """At most `limit` rows per world: a seeded sample that keeps the rows' order; None keeps all."""
+    if limit is None:
+        return rows
+    keep: set[int] = set()
+    for world in sorted({r["world"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["world"] == world]
+        keep.update(idx if len(idx) <= limit else random.Random(stable_seed(seed, f"oracle/{world}")).sample(idx, limit))
+    return [r for i, r in enumerate(rows) if i in keep]

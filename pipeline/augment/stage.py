@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pipeline.augment.audit import build_audit, format_audit
 from pipeline.augment.generation import generate_resumable, prepare_shard_dir, run_hf
-from pipeline.augment.oracle import oracle_docs
+from pipeline.augment.oracle import cap_per_world, oracle_docs
 from pipeline.augment.plan import LOCAL_PREFIX, fingerprint, make_shards, plan_global, plan_local
 from pipeline.augment.postprocess import dedupe_oracle, postprocess, training_index
 from pipeline.augment.prompts import PromptFormat, example_sentences
@@ -126,6 +126,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
             world_facts = [f for f in facts if f["world"] == world]
             oracle_rows += oracle_docs(world, modules[world], world_facts, [d for d in train if d["world"] == world])
         oracle_rows, oracle_counts = dedupe_oracle(oracle_rows, index)
+        oracle_rows = cap_per_world(oracle_rows, cfg.augment.oracle_max_per_world, cfg.seed)
         rows += oracle_rows
         counts.update(oracle_counts)
     write_records(run.path("augment", "augmented.parquet"), Doc, rows)

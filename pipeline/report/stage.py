@@ -50,7 +50,8 @@ def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInpu
     flagged = results.get("contamination", {}).get("flagged", [])
     if flagged:
         out += ["**Contamination check failed:** the base model scores far above chance on "
-                + ", ".join(f"{c['world']}/{c['split']} ({c['acc']:.2f} vs chance {c['chance']:.2f})" for c in flagged)
+                + ", ".join(f"{c['world']}/{c['split']}/{c['subtask']} ({c['acc']:.2f} vs chance {c['chance']:.2f}, n {c['n']})"
+                             for c in flagged)
                 + ": these tests do not need the new knowledge.", ""]
     out += ["## Accuracy", ""]
     for world in sorted({r["world"] for r in rows}):
@@ -82,10 +83,23 @@ def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInpu
 
 
 def _audit_lines(audit: dict) -> list[str]:
-    lines = ["| world | strategy | sentences | entailed | contradicted | unverifiable | precision | coverage |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in audit.get("by_world_strategy", []):
-        lines.append(
-            f"| {row['world']} | {row['strategy']} | {row['sentences']} | {row['entailed']} | {row['contradicted']} | "
-            f"{row['unverifiable']} | {row['precision']:.2f} | {row['coverage']:.2f} |")
+    """audit.json (pipeline.augment.audit.build_audit) as a table: one row per world and strategy."""
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.0f}%"
+
+    lines = ["Every augmented sentence checked against the world's facts: precision = entailed / sentences; "
+             "coverage = share of test items whose needed fact some sentence states.", "",
+             "| world | strategy | sentences | entailed | contradicted | unverifiable | precision | contradiction rate | coverage | reversal coverage |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    skipped = []
+    for world, entry in sorted(audit.get("worlds", {}).items()):
+        if not entry.get("auditable"):
+            skipped.append(f"{world} ({entry.get('reason', 'not auditable')})")
+            continue
+        for strategy, s in entry["strategies"].items():
+            lines.append(
+                f"| {world} | {strategy} | {s['sentences']} | {s['entailed']} | {s['contradicted']} | {s['unverifiable']} | "
+                f"{pct(s['precision'])} | {pct(s['contradiction_rate'])} | {pct(s['coverage'])} | {pct(s['reversal_coverage'])} |")
+    if skipped:
+        lines += ["", "Not audited: " + "; ".join(skipped) + "."]
     return lines + [""]

@@ -102,7 +102,9 @@ def build_engine(model_path: str, train: TrainConfig, total_steps: int, num_work
         {"params": [p for n, p in trainable if p.ndim >= 2], "weight_decay": train.weight_decay},
         {"params": [p for n, p in trainable if p.ndim < 2], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train.lr)
+    # fused: one kernel over all parameters (on 2 CPU cores the AdamW step of a 135M model took
+    # about a fifth of the default foreach version's time)
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train.lr, fused=True)
     warmup = int(train.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, train.lr_schedule)

@@ -4,7 +4,7 @@ import pytest
 
 import test_augment_fake_world as fake
 from pipeline.augment.audit import build_audit, format_audit, label
-from pipeline.augment.oracle import oracle_docs
+from pipeline.augment.oracle import cap_per_world, oracle_docs
 from pipeline.records import Doc, validate_rows
 
 DOCS, ITEMS, FACTS = fake.build()
@@ -94,3 +94,12 @@ def test_bad_oracle_entries_name_the_world():
     worse = types.SimpleNamespace(oracle=lambda facts: ["just a string"])
     with pytest.raises(ValueError, match="oracle entry 0"):
         oracle_docs(W, worse, FACTS, DOCS)
+
+
+def test_oracle_cap_keeps_a_seeded_ordered_sample_per_world():
+    rows = [{"world": w, "doc_id": f"{w}{i}"} for w in ("a", "b") for i in range(10)] + [{"world": "c", "doc_id": "c0"}]
+    capped = cap_per_world(rows, 3, seed=0)
+    assert [sum(r["world"] == w for r in capped) for w in "abc"] == [3, 3, 1]
+    assert capped == [r for r in rows if r in capped]  # original order kept
+    assert capped == cap_per_world(rows, 3, seed=0) and capped != cap_per_world(rows, 3, seed=1)
+    assert cap_per_world(rows, None, seed=0) == rows

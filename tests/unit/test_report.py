@@ -47,3 +47,24 @@ def test_report_writes_tables_plots_and_costs(tmp_path, tiny_model_dir):
     assert cost["icl"]["query_tokens"] == 1000 + 10      # corpus prefix + 40 tokens / 4 items
     assert cost["ft"]["break_even_vs_icl"] == (6 * params * 500) / (2 * params * 1000)
     assert "No augmentation ran" in text and "Measured wall time per stage: evaluate 2.0 s" in text
+
+
+def test_audit_section_reads_the_augment_stages_audit(tmp_path, tiny_model_dir):
+    cfg = validate_config({"name": "a", "output_dir": str(tmp_path), "conditions": ["base"],
+                           "model": {"ref": "tiny-random"}})
+    run = Run.of(cfg)
+    items, scores = _items_and_scores()
+    write_json(run.path("results.json"), build_results(items, {"base": scores["base"]}))
+    run.mark_done("evaluate", {"items": 4}, 2.0)
+    strategy = {"sentences": 10, "entailed": 7, "contradicted": 1, "unverifiable": 2, "entailed_new": 3,
+                "precision": 0.7, "contradiction_rate": 0.1, "coverage": 0.25, "reversal_coverage": None}
+    write_json(run.path("augment", "audit.json"), {
+        "worlds": {"reversals": {"auditable": True, "strategies": {"local": strategy}},
+                   "corpus": {"auditable": False, "reason": "no ground-truth facts"}},
+        "generation": {}})
+
+    report_stage.run(cfg, run)
+
+    text = run.path("report.md").read_text()
+    assert "| reversals | local | 10 | 7 | 1 | 2 | 70% | 10% | 25% | — |" in text
+    assert "Not audited: corpus (no ground-truth facts)." in text
