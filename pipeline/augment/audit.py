@@ -105,13 +105,23 @@ def format_audit(audit: dict) -> str:
         return "-" if x is None else f"{100 * x:.1f}%"
 
     lines = [f"{'world':<12} {'strategy':<8} {'sentences':>9} {'precision':>9} {'new':>5} {'contra':>7} {'coverage':>8} {'reversal':>8}"]
-    for world, entry in audit["worlds"].items():
-        if not entry.get("auditable"):
-            lines.append(f"{world:<12} (not audited: {entry['reason']})")
+    for world, strategy, s in audit_entries(audit):
+        if strategy is None:
+            lines.append(f"{world:<12} (not audited: {s})")
             continue
-        for strategy, s in entry["strategies"].items():
-            lines.append(
-                f"{world:<12} {strategy:<8} {s['sentences']:>9} {pct(s['precision']):>9} {s['entailed_new']:>5} "
-                f"{pct(s['contradiction_rate']):>7} {pct(s['coverage']):>8} {pct(s['reversal_coverage']):>8}"
-            )
+        lines.append(
+            f"{world:<12} {strategy:<8} {s['sentences']:>9} {pct(s['precision']):>9} {s['entailed_new']:>5} "
+            f"{pct(s['contradiction_rate']):>7} {pct(s['coverage']):>8} {pct(s['reversal_coverage']):>8}"
+        )
     return "\n".join(lines)
+
+
+def audit_entries(audit: dict):
+    """(world, strategy, stats) per audited world and strategy, and (world, None, reason) per
+    world that could not be audited; worlds in name order."""
+    for world, entry in sorted(audit.get("worlds", {}).items()):
+        if not entry.get("auditable"):
+            yield world, None, entry.get("reason", "not auditable")
+            continue
+        for strategy, stats in entry["strategies"].items():
+            yield world, strategy, stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from pipeline.augment.audit import audit_entries
 from pipeline.config import RunConfig
 from pipeline.report.cost import CostInputs, cost_rows, format_flops
 from pipeline.report.inputs import cost_inputs, split_rows
@@ -92,11 +93,10 @@ def _audit_lines(audit: dict) -> list[str]:
              "| world | strategy | sentences | entailed | contradicted | unverifiable | precision | contradiction rate | coverage | reversal coverage |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     skipped = []
-    for world, entry in sorted(audit.get("worlds", {}).items()):
-        if not entry.get("auditable"):
-            skipped.append(f"{world} ({entry.get('reason', 'not auditable')})")
-            continue
-        for strategy, s in entry["strategies"].items():
+    for world, strategy, s in audit_entries(audit):
+        if strategy is None:
+            skipped.append(f"{world} ({s})")
+        else:
             lines.append(
                 f"| {world} | {strategy} | {s['sentences']} | {s['entailed']} | {s['contradicted']} | {s['unverifiable']} | "
                 f"{pct(s['precision'])} | {pct(s['contradiction_rate'])} | {pct(s['coverage'])} | {pct(s['reversal_coverage'])} |")
