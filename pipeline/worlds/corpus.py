@@ -77,7 +77,10 @@ def _jsonl(path: Path):
 
 
 def _text_of(row: dict, field: str, path: Path, n: int) -> str:
-    text = row.get(field)
+    if field not in row:
+        keys = ", ".join(sorted(row)) or "none"
+        raise DataFileError(f"{path}:{n}: no field {field!r} (fields: {keys}; data.corpus.text_field names it)")
+    text = row[field]
     if not isinstance(text, str):
         raise DataFileError(f"{path}:{n}: field {field!r} must be a string, got {text!r:.60}")
     if not text.strip():

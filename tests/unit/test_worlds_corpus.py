@@ -58,7 +58,8 @@ def test_parquet_and_text_folder(tmp_path):
 @pytest.mark.parametrize("lines, message", [
     (['{"text": "ok"}', '{"text": "broken"'], r"docs.jsonl:2: not valid JSON"),
     (['{"text": "ok"}', '["text"]'], r"docs.jsonl:2: expected a JSON object, got list"),
-    (['{"body": "ok"}'], r"docs.jsonl:1: field 'text' must be a string, got None"),
+    (['{"body": "ok"}'], r"docs.jsonl:1: no field 'text' \(fields: body; data.corpus.text_field names it\)"),
+    (['{"text": 3}'], r"docs.jsonl:1: field 'text' must be a string, got 3"),
     (['{"text": "ok"}', '', '{"text": "  "}'], r"docs.jsonl:3: field 'text' is empty"),
 ])
 def test_malformed_document_lines_name_file_and_line(tmp_path, lines, message):
