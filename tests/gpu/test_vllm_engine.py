@@ -28,7 +28,7 @@ def test_vllm_stage_returns_every_prompt_once(ray_cluster, tmp_path, monkeypatch
     pytest.importorskip("vllm")
     from pipeline.augment import stage
     from pipeline.config import validate_config
-    from pipeline.records import Doc, Fact, Item, read_records, write_records
+    from pipeline.records import Doc, read_records
     from pipeline.runs import Run
 
     monkeypatch.setattr(stage, "world_module", lambda name: fake if name == fake.WORLD else None)
@@ -37,11 +37,7 @@ def test_vllm_stage_returns_every_prompt_once(ray_cluster, tmp_path, monkeypatch
                                        "local_max_new_tokens": 8, "global_max_new_tokens": 8,
                                        "vllm_engine_kwargs": {"gpu_memory_utilization": 0.3, "enforce_eager": True}}})
     run = Run.of(cfg)
-    docs, items, facts = fake.build()
-    write_records(run.path("data", "docs.parquet"), Doc, docs)
-    write_records(run.path("data", "items.parquet"), Item, items)
-    write_records(run.path("data", "facts.parquet"), Fact, facts)
-    run.mark_done("data", {}, 0.0)
+    fake.write_finished_data(run)
     summary = stage.run(cfg, run)
     results = [r for p in run.path("augment", "shards").glob("*.parquet") for r in pq.read_table(p).to_pylist()]
     assert summary["prompts"] == 16 == len(results) == len({r["request_id"] for r in results})

@@ -12,7 +12,7 @@ import test_augment_fake_world as fake  # noqa: E402
 
 from pipeline.augment import stage  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
-from pipeline.records import Doc, Fact, Item, read_records, write_records  # noqa: E402
+from pipeline.records import Doc, read_records  # noqa: E402
 from pipeline.runs import Run  # noqa: E402
 
 
@@ -21,11 +21,7 @@ def make_run(tmp_path, name="aug", **augment):
                "local_max_new_tokens": 8, "global_max_new_tokens": 8, "batch_size": 2, **augment}
     cfg = validate_config({"name": name, "output_dir": str(tmp_path), "model": {"ref": "tiny-random"}, "augment": augment})
     run = Run.of(cfg)
-    docs, items, facts = fake.build()
-    write_records(run.path("data", "docs.parquet"), Doc, docs)
-    write_records(run.path("data", "items.parquet"), Item, items)
-    write_records(run.path("data", "facts.parquet"), Fact, facts)
-    run.mark_done("data", {}, 0.0)
+    fake.write_finished_data(run)
     return cfg, run
 
 

@@ -58,6 +58,17 @@ def oracle(facts):
     return [(f"{f['object'].capitalize()} are less {f['relation'].split(' ', 1)[1]} than {f['subject']}.", [f["fact_id"]]) for f in facts]
 
 
+def write_finished_data(run) -> None:
+    """Write this world as `run`'s finished data stage (docs, items, facts, manifest)."""
+    from pipeline.records import Doc, Fact, Item, write_records
+
+    docs, items, facts = build()
+    write_records(run.path("data", "docs.parquet"), Doc, docs)
+    write_records(run.path("data", "items.parquet"), Item, items)
+    write_records(run.path("data", "facts.parquet"), Fact, facts)
+    run.mark_done("data", {}, 0.0)
+
+
 # ---------------------------------------------------------------- the fake world keeps its own contract
 
 
