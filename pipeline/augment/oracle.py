@@ -8,10 +8,9 @@ keeps the ids of the facts it derives from and, as its source, the first trainin
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 
-from pipeline.augment.plan import stable_seed
+from pipeline.augment.plan import seeded_subset
 from pipeline.augment.postprocess import doc_id
 
 
@@ -43,11 +42,8 @@ def oracle_docs(world: str, module, facts: list[dict], train_docs: list[dict]) -
 
 
 def cap_per_world(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
-    """At most `limit` rows per world: a seeded sample that keeps the rows' order; None keeps all."""
+    """At most `limit` rows per world (see `seeded_subset`), worlds in name order; None keeps all."""
     if limit is None:
         return rows
-    keep: set[int] = set()
-    for world in sorted({r["world"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["world"] == world]
-        keep.update(idx if len(idx) <= limit else random.Random(stable_seed(seed, f"oracle/{world}")).sample(idx, limit))
-    return [r for i, r in enumerate(rows) if i in keep]
+    return [r for world in sorted({r["world"] for r in rows})
+            for r in seeded_subset([r for r in rows if r["world"] == world], limit, seed, f"oracle/{world}")]

@@ -37,6 +37,14 @@ def stable_seed(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+def seeded_subset(items: list, limit: int | None, seed: int, key: str) -> list:
+    """At most `limit` of `items`: a sample seeded by (seed, key) that keeps their order; None keeps all."""
+    if not limit or len(items) <= limit:
+        return items
+    rng = random.Random(stable_seed(seed, key))
+    return [items[i] for i in sorted(rng.sample(range(len(items)), limit))]
+
+
 def _too_long(skipped: Counter, strict: bool, what: str, tokens: int, window: int) -> None:
     if strict:
         raise PromptTooLong(f"{what}: its prompt needs {tokens} tokens with the new tokens, over the context window of {window} (augment.strict is set)")
@@ -62,9 +70,7 @@ def plan_local(train_docs: list[dict], fmt: PromptFormat, cfg: AugmentConfig, wi
             for sentence in split_sentences(doc["text"]):
                 sources.setdefault(sentence, doc)
         sentences = list(sources)
-        if cfg.max_sentences_per_world and len(sentences) > cfg.max_sentences_per_world:
-            rng = random.Random(stable_seed(seed, f"local/{world}"))
-            sentences = [sentences[i] for i in sorted(rng.sample(range(len(sentences)), cfg.max_sentences_per_world))]
+        sentences = seeded_subset(sentences, cfg.max_sentences_per_world, seed, f"local/{world}")
         for i, sentence in enumerate(sentences):
             doc = sources[sentence]
             head, suffix = fmt.render_split(local_messages(sentence, split_marker=True))
