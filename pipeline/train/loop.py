@@ -16,6 +16,7 @@ makes rank 0 raise once, right after optimizer step N, to exercise the resume pa
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -122,14 +123,17 @@ def train_loop(config: dict) -> None:
     setup_start = time.perf_counter()
     engine, bf16 = build_engine(config["model_path"], train, total, world)
     start, losses = _restore(engine)
+    # the first row starts the shard's streaming pipeline: that start-up is setup, not training
+    rows = iter(ray.train.get_dataset_shard("train").iter_rows())
+    first = next(rows, None)
     setup_seconds = time.perf_counter() - setup_start
 
-    shard = ray.train.get_dataset_shard("train")
-    step, tokens, computed = 0, 0, 0
+    step, tokens, computed, data_seconds = 0, 0, 0, 0.0
     log_every = max(1, total // 10)
-    train_start = time.perf_counter()
+    train_start = fetch_start = time.perf_counter()
     engine.train()
-    for row in shard.iter_rows():
+    for row in itertools.chain([first] if first is not None else [], rows):
+        data_seconds += time.perf_counter() - fetch_start
         step += 1
         if step <= start:
             continue  # made before the restart
@@ -144,6 +148,7 @@ def train_loop(config: dict) -> None:
         _maybe_fail(config, step, rank)
         if train.checkpoint_every and step % train.checkpoint_every == 0 and step < total:
             _save_checkpoint(engine, step, losses, rank)
+        fetch_start = time.perf_counter()
     train_seconds = time.perf_counter() - train_start
     if step != total:
         raise RuntimeError(f"worker {rank} got {step} batches from its data shard, expected {total}")
@@ -156,6 +161,7 @@ def train_loop(config: dict) -> None:
         metrics = {
             "step": step, "resumed_from_step": start, "final_loss": losses[-1], "probe_loss": final_probe,
             "bf16": bf16, "setup_seconds": setup_seconds, "train_seconds": train_seconds,
+            "data_wait_seconds": data_seconds,
             "tokens": _mean_over_workers(tokens, world) * world,
             "computed_tokens": _mean_over_workers(computed, world) * world,
         }

@@ -164,7 +164,8 @@ def run(cfg: RunConfig, run: Run) -> dict:
             **facts, "first_epoch_loss": round(sum(losses[:per_epoch]) / per_epoch, 4),
             "last_epoch_loss": round(sum(losses[-per_epoch:]) / per_epoch, 4),
             "bf16": m["bf16"], "tokens": m["tokens"], "train_seconds": round(m["train_seconds"], 2),
-            "setup_seconds": round(m["setup_seconds"], 2), "tokens_per_s": round(m["tokens_per_s"] or 0, 1),
+            "setup_seconds": round(m["setup_seconds"], 2), "data_wait_seconds": round(m["data_wait_seconds"], 2),
+            "tokens_per_s": round(m["tokens_per_s"] or 0, 1),
             "resumed_from_step": m["resumed_from_step"],
         }
         with result.checkpoint.as_directory() as exported:
