@@ -113,6 +113,10 @@ def build_engine(model_path: str, train: TrainConfig, total_steps: int, num_work
         model=model, optimizer=optimizer, lr_scheduler=scheduler,
         config=deepspeed_config(train, num_workers, bf16), dist_init_required=False,
     )
+    if train.zero_stage == 0 and num_workers == 1:
+        # a single data-parallel rank has nothing to all-reduce, yet DeepSpeed would still flatten
+        # every gradient into a buffer, "reduce" it over the one-rank group and copy it back
+        engine.enable_backward_allreduce = False
     return engine, bf16
 
 
