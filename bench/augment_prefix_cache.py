@@ -3,7 +3,10 @@
 Both paths run the same batched HF engine on the same prompts (the world's corpus as the shared
 prefix, then one target document and the instruction) and must give the same greedy tokens.
 Also measured: the engine's generated tokens/s at batch 1 vs the configured batch (local
-prompts). All numbers are from one run on this machine; ratios compare paths of the same run.
+prompts), and the cached global generation decoding into the engine's preallocated KV cache vs
+a growing one (the cached prefix copied into a cache that is extended at every new token),
+alternated over `--rounds`. All numbers are from one run on this machine; ratios compare paths of
+the same run.
 
     python -m bench.augment_prefix_cache                       # a synthetic demo-sized corpus
     python -m bench.augment_prefix_cache --run runs/demo --world reversals   # a built run's docs
@@ -61,6 +64,31 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def compare_decoding_caches(engine: HFEngine, prefix: str, suffixes: list[str], max_new: int, rounds: int) -> dict:
+    """Cached global generation with the engine's preallocated KV cache vs a growing one, alternated."""
+    import copy
+
+    preallocated = engine._batch_cache
+
+    def growing(rows: int, length: int, prefix_cache=None):
+        if prefix_cache is None:
+            return None  # generate() makes its own growing cache
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+    times: dict[str, list[float]] = {"preallocated_s": [], "growing_s": []}
+    outputs = {}
+    for _ in range(rounds):
+        for key, make in (("preallocated_s", preallocated), ("growing_s", growing)):
+            engine._batch_cache = make
+            gens, seconds = timed(lambda: engine.generate_with_prefix(prefix, suffixes, max_new_tokens=max_new))
+            times[key].append(round(seconds, 2))
+            outputs[key] = [g[0].token_ids for g in gens]
+    engine._batch_cache = preallocated
+    return {**times, "same_tokens": outputs["preallocated_s"] == outputs["growing_s"]}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -70,6 +98,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=AugmentConfig().batch_size)
     p.add_argument("--max-new", type=int, default=AugmentConfig().global_max_new_tokens)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="alternations of the preallocated vs growing decoding cache")
     p.add_argument("--out", type=Path, default=Path("bench/results/augment_prefix_cache.json"))
     args = p.parse_args(argv)
 
@@ -96,6 +125,8 @@ def main(argv=None) -> None:
                        "speedup": round(t_fresh / t_cached, 2), "same_tokens": same,
                        "new_tokens": sum(g[0].new_tokens for g in cached)}
 
+    decoding = compare_decoding_caches(engine, prefix, suffixes, args.max_new, args.rounds)
+
     local, local_prefix, _ = plan_local(docs, fmt, cfg, window, seed=0)
     local_suffixes = [r["prompt"] for r in local][: 2 * args.batch]
     throughput = {}
@@ -108,7 +139,7 @@ def main(argv=None) -> None:
 
     result = {"model": args.model, "corpus": f"{args.run}:{args.world}" if args.run else "synthetic (20 facts x 5 lead-ins)",
               "docs": len(docs), "prefix_tokens": prefix_tokens, "targets": len(suffixes), "batch": args.batch,
-              "threads": args.threads, "global": rows, "local_throughput": throughput}
+              "threads": args.threads, "global": rows, "decoding_cache": decoding, "local_throughput": throughput}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -118,6 +149,10 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|")
     for label, r in rows.items():
         print(f"| {label} | {r['cached_s']} | {r['reencoded_s']} | {r['speedup']}x | {'yes' if r['same_tokens'] else 'NO'} |")
+    print(f"\n| cached global generation, {args.max_new} new tokens | preallocated cache (s) | growing cache (s) | speed-up |")
+    print("|---|---|---|---|")
+    for i, (a, b) in enumerate(zip(decoding["preallocated_s"], decoding["growing_s"])):
+        print(f"| round {i + 1} | {a} | {b} | {b / a:.2f}x |")
     print("\n| local prompts, batch | seconds | new tokens | tokens/s |\n|---|---|---|---|")
     for batch, r in throughput.items():
         print(f"| {batch} | {r['seconds']} | {r['new_tokens']} | {r['tokens_per_s']} |")
