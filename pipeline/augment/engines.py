@@ -10,8 +10,8 @@ An `Engine` turns rendered prompts into generations, in batches:
 Suffixes are left-padded behind the prefix, with the padding masked out; positions come from
 the attention mask, so each suffix continues right after the prefix.
 Every batch decodes into a preallocated (static) KV cache sized for its prompts plus the new
-tokens: a growing cache copies all of itself at every new token, which behind a long shared
-prefix was most of the decoding time on CPU.
+tokens, where a growing cache would copy all of itself, shared prefix included, at every new
+token (`bench.augment_prefix_cache` compares the two).
 
 The vLLM engine (GPU, through ray.data.llm) is in `vllm_engine.py`.
 """

@@ -1,7 +1,8 @@
 """Config of the `train` stage: examples, hyperparameters, DeepSpeed/ZeRO, LoRA, Ray Train.
 
-The training seed is the run's top-level `seed`. The defaults are the CPU demo's: the embedded
-135M model, full fine-tuning, bf16, ZeRO stage 2 on one Ray Train worker that holds every CPU.
+The training seed is the run's top-level `seed`. The defaults: full fine-tuning, bf16 where the
+hardware has it, ZeRO stage 2 on one Ray Train worker that holds every CPU. configs/demo.yaml
+trains shorter and harder (ZeRO stage 0, batch 32, 3 epochs, lr 1e-3; measured in the README).
 """
 
 from __future__ import annotations
