@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import tempfile
 import time
@@ -26,6 +27,9 @@ from pathlib import Path
 
 from pipeline.train.config import TrainConfig
 
+# Progress goes through logging: Ray Train's workers send a print both to the console and to the
+# root logger, which the driver then shows twice.
+log = logging.getLogger(__name__)
 FAIL_AT_STEP_ENV = "KNOWLEDGE_LAB_FAIL_AT_STEP"
 ZERO_TAG = "zero"  # tag of the DeepSpeed checkpoint inside a Ray checkpoint folder
 PROGRESS = "progress.json"  # step and losses so far, beside the ZeRO shards
@@ -144,7 +148,7 @@ def train_loop(config: dict) -> None:
         tokens += int(sum(row["lengths"]))
         computed += int(row["rows"]) * int(row["width"])
         if rank == 0 and (step % log_every == 0 or step == total):
-            print(f"[train {config['name']}] step {step}/{total} loss {losses[-1]:.4f} lr {engine.get_lr()[0]:.2e}", flush=True)
+            log.info(f"[train {config['name']}] step {step}/{total} loss {losses[-1]:.4f} lr {engine.get_lr()[0]:.2e}")
         _maybe_fail(config, step, rank)
         if train.checkpoint_every and step % train.checkpoint_every == 0 and step < total:
             _save_checkpoint(engine, step, losses, rank)
