@@ -4,7 +4,6 @@ with DeepSpeed's reduction."""
 
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
@@ -30,16 +29,12 @@ def one_rank_group():
         port = s.getsockname()[1]
     env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0",
                LOCAL_WORLD_SIZE="1", DS_ACCELERATOR="cpu")
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        yield
+        dist.destroy_process_group()
 
 
 def rows_for(model_dir, train: TrainConfig) -> list[dict]:
