@@ -11,7 +11,10 @@ Suffixes are left-padded behind the prefix, with the padding masked out; positio
 the attention mask, so each suffix continues right after the prefix.
 Every batch decodes into a preallocated (static) KV cache sized for its prompts plus the new
 tokens, where a growing cache would copy all of itself, shared prefix included, at every new
-token (`bench.augment_prefix_cache` compares the two).
+token. With a shared prefix, attention reads the prefix's keys and values once per step for the
+whole batch rather than once per row (`shared_prefix.py`; on for models that use SDPA, off with
+`share_prefix_attention=False`). `bench.augment_prefix_cache` compares each against the
+alternative.
 
 The vLLM engine (GPU, through ray.data.llm) is in `vllm_engine.py`.
 """
@@ -22,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
+from pipeline.augment import shared_prefix
 from pipeline.section import ModelConfig
 
 #: End-of-turn tokens of common chat templates; generation stops at any that the vocabulary has.
@@ -48,7 +52,7 @@ class HFEngine:
     """Batched generation with transformers on CPU or CUDA, with a reusable prefix KV cache."""
 
     def __init__(self, model: ModelConfig | str, device: str = "cpu", batch_size: int = 8, threads: int | None = None,
-                 max_cached_prefixes: int = 2):
+                 max_cached_prefixes: int = 2, share_prefix_attention: bool = True):
         import torch
 
         from pipeline.models import load_model, load_tokenizer
@@ -60,6 +64,10 @@ class HFEngine:
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(model)
         self.model = load_model(model, device=device)
+        # The shared-prefix attention stands in for SDPA only (same masks); other implementations stay.
+        self.share_prefix_attention = share_prefix_attention and self.model.config._attn_implementation == "sdpa"
+        if self.share_prefix_attention:
+            self.model.set_attn_implementation(shared_prefix.register())
         self.chat = bool(getattr(self.tokenizer, "chat_template", None))
         vocab = self.tokenizer.get_vocab()
         stops = {self.tokenizer.eos_token_id, *(vocab[t] for t in END_OF_TURN if t in vocab)}
@@ -112,7 +120,8 @@ class HFEngine:
             torch.manual_seed(seed)
         kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if sampling else dict(do_sample=False)
         cache = self._batch_cache(ids.shape[0], ids.shape[1] + max_new_tokens, prefix)
-        with torch.no_grad():
+        shared = prefix.get_seq_length() if prefix is not None and self.share_prefix_attention else 0
+        with torch.no_grad(), shared_prefix.shared_prefix(shared):
             return self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), past_key_values=cache,
                 max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,

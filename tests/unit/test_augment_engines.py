@@ -41,6 +41,19 @@ def test_greedy_with_cached_prefix_equals_reencoding_the_prefix(engine):
         assert tuple(alone) == got[0].token_ids
 
 
+def test_cached_prefix_is_attended_once_per_batch(engine, monkeypatch):
+    from pipeline.augment import shared_prefix
+
+    split = shared_prefix._split_attention
+    lengths = []
+    monkeypatch.setattr(shared_prefix, "_split_attention", lambda q, k, v, m, P, s: lengths.append(P) or split(q, k, v, m, P, s))
+    engine.generate_with_prefix(PREFIX, SUFFIXES[:2], max_new_tokens=3, use_cache=False)
+    assert lengths == []  # re-encoding: every row attends its own prefix (plain SDPA)
+    engine.generate_with_prefix(PREFIX, SUFFIXES[:2], max_new_tokens=3)
+    layers = engine.model.config.num_hidden_layers
+    assert lengths == [len(engine.encode(PREFIX))] * (3 * layers)  # suffix prefill + 2 decoding steps, every layer
+
+
 def test_prefix_is_encoded_once_and_its_cache_never_mutated(engine):
     before = engine.prefix_encodings
     engine.generate_with_prefix(PREFIX + "Once.", SUFFIXES, max_new_tokens=5)
