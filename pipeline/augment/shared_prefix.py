@@ -2,8 +2,9 @@
 
 When every row of a batch starts with the same prefix (global augmentation: the world's corpus,
 then one target document), the rows' prefix keys and values are the same numbers. Plain SDPA still
-reads each row's copy at every decoding step, and with a long prefix that memory traffic, not the
-weights' matrix products, is most of a decoding step on CPU (`bench.augment_prefix_cache`).
+reads each row's copy at every decoding step; with a long prefix and a large batch that memory
+traffic is a large share of a step on CPU (`bench.augment_prefix_cache` decodes the cached global
+generation both ways: 1.3-1.6x faster at batch 32 with a 1,763-token prefix).
 
 `shared_prefix_attention` splits the keys at the prefix length P:
 - prefix: the scores of every row's queries against row 0's prefix keys, one matrix product per
