@@ -3,10 +3,11 @@
 Both paths run the same batched HF engine on the same prompts (the world's corpus as the shared
 prefix, then one target document and the instruction) and must give the same greedy tokens.
 Also measured: the engine's generated tokens/s at batch 1 vs the configured batch (local
-prompts), and the cached global generation as the engine decodes it (attention reading the shared
+prompts); the cached global generation as the engine decodes it (attention reading the shared
 prefix once per step for the batch, a preallocated KV cache) vs attention reading every row's
-copy of the prefix, with a preallocated or a growing cache, alternated over `--rounds`. All
-numbers are from one run on this machine; ratios compare paths of the same run.
+copy of the prefix, with a preallocated or a growing cache, alternated over `--rounds`; and the
+resident memory of one batch's KV cache with the prefix stored once (the engine) or in every row.
+All numbers are from one run on this machine; ratios compare paths of the same run.
 
     python -m bench.augment_prefix_cache                       # a synthetic demo-sized corpus
     python -m bench.augment_prefix_cache --run runs/demo --world reversals   # a built run's docs
@@ -95,6 +96,26 @@ def compare_decoding(engine: HFEngine, prefix: str, suffixes: list[str], max_new
     return {**times, "same_tokens": len({tuple(o) for o in outputs.values()}) == 1}
 
 
+def cache_memory(engine: HFEngine, prefix: str, suffixes: list[str], max_new: int) -> dict:
+    """Resident memory (MiB) that one batch's KV cache adds, as the engine builds it (the prefix
+    once, for the shared-prefix attention) and with the prefix copied into every row."""
+    import psutil
+
+    process, shared = psutil.Process(), engine.share_prefix_attention
+    _, prefix_cache = engine.prefix_cache(prefix)
+    rows = min(engine.batch_size, len(suffixes))
+    length = prefix_cache.get_seq_length() + max(len(engine.encode(s, first=False)) for s in suffixes) + max_new
+    out = {}
+    for key, share in (("engine_mib", True), ("prefix_in_every_row_mib", False)):
+        engine.share_prefix_attention = shared and share
+        before = process.memory_info().rss
+        cache = engine._batch_cache(rows, length, prefix_cache)
+        out[key] = round((process.memory_info().rss - before) / 2**20)
+        del cache
+    engine.share_prefix_attention = shared
+    return {"rows": rows, "positions": length, **out}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -132,6 +153,7 @@ def main(argv=None) -> None:
                        "new_tokens": sum(g[0].new_tokens for g in cached)}
 
     decoding = compare_decoding(engine, prefix, suffixes, args.max_new, args.rounds)
+    memory = cache_memory(engine, prefix, suffixes, args.max_new)
 
     local, local_prefix, _ = plan_local(docs, fmt, cfg, window, seed=0)
     local_suffixes = [r["prompt"] for r in local][: 2 * args.batch]
@@ -145,7 +167,7 @@ def main(argv=None) -> None:
 
     result = {"model": args.model, "corpus": f"{args.run}:{args.world}" if args.run else "synthetic (20 facts x 5 lead-ins)",
               "docs": len(docs), "prefix_tokens": prefix_tokens, "targets": len(suffixes), "batch": args.batch,
-              "threads": args.threads, "global": rows, "decoding": decoding, "local_throughput": throughput}
+              "threads": args.threads, "global": rows, "decoding": decoding, "cache_memory": memory, "local_throughput": throughput}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -162,6 +184,9 @@ def main(argv=None) -> None:
                                       decoding["per_row_attention_growing_cache_s"])):
         print(f"| round {i + 1} | {a} | {b} | {c} | {b / a:.2f}x | {c / a:.2f}x |")
     print(f"same greedy tokens all three ways: {'yes' if decoding['same_tokens'] else 'NO'}")
+    print(f"\nresident memory of one batch's KV cache ({memory['rows']} rows x {memory['positions']} positions): "
+          f"{memory['engine_mib']} MiB with the prefix once (the engine), "
+          f"{memory['prefix_in_every_row_mib']} MiB with it in every row")
     print("\n| local prompts, batch | seconds | new tokens | tokens/s |\n|---|---|---|---|")
     for batch, r in throughput.items():
         print(f"| {batch} | {r['seconds']} | {r['new_tokens']} | {r['tokens_per_s']} |")

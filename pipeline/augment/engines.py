@@ -4,7 +4,8 @@ An `Engine` turns rendered prompts into generations, in batches:
 - `generate(prompts, n, max_new_tokens, temperature, seed)`;
 - `generate_with_prefix(prefix, suffixes, ...)`: every prompt is prefix + suffix. The HF engine
   encodes the prefix once (a KV cache kept per engine, keyed by the prefix text) and reuses it
-  for every batch of suffixes: it is copied into every row of the batch's cache, never mutated.
+  for every batch of suffixes, never mutated: copied into the batch's cache once (row 0) for the
+  shared-prefix attention below, or into every row of it without.
   Greedy outputs are the same token ids as re-encoding the prefix for each prompt
   (`use_cache=False`, kept as the baseline the benchmark compares against).
 Suffixes are left-padded behind the prefix, with the padding masked out; positions come from
@@ -12,9 +13,9 @@ the attention mask, so each suffix continues right after the prefix.
 Every batch decodes into a preallocated (static) KV cache sized for its prompts plus the new
 tokens, where a growing cache would copy all of itself, shared prefix included, at every new
 token. With a shared prefix, attention reads the prefix's keys and values once per step for the
-whole batch rather than once per row (`shared_prefix.py`; on for models that use SDPA, off with
-`share_prefix_attention=False`). `bench.augment_prefix_cache` compares each against the
-alternative.
+whole batch rather than once per row, and the batch's cache holds it once (`shared_prefix.py`;
+on for models that use SDPA, off with `share_prefix_attention=False`). `bench.augment_prefix_cache`
+compares each against the alternative.
 
 The vLLM engine (GPU, through ray.data.llm) is in `vllm_engine.py`.
 """
@@ -103,10 +104,15 @@ class HFEngine:
         return gens
 
     def _batch_cache(self, rows: int, length: int, prefix=None):
-        """A static KV cache for `rows` rows of up to `length` tokens, holding `prefix` (a cache of
-        one row) in every row when given."""
+        """A static KV cache for `rows` rows of up to `length` tokens, starting with `prefix` (a cache
+        of one row) when given: stored once, in row 0, for the shared-prefix attention; otherwise in
+        every row."""
         from transformers import StaticCache
 
+        if prefix is not None and self.share_prefix_attention:
+            cache = shared_prefix.batch_cache(self.model.config, rows, length, prefix)
+            if cache is not None:
+                return cache
         cache = StaticCache(config=self.model.config, max_cache_len=length)
         if prefix is not None:
             for i, layer in enumerate(prefix.layers):

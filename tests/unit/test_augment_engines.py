@@ -54,6 +54,24 @@ def test_cached_prefix_is_attended_once_per_batch(engine, monkeypatch):
     assert lengths == [len(engine.encode(PREFIX))] * (3 * layers)  # suffix prefill + 2 decoding steps, every layer
 
 
+def test_batch_cache_stores_the_prefix_once_for_the_shared_attention(engine):
+    ids, prefix = engine.prefix_cache(PREFIX)
+    P = len(ids)
+    cache = engine._batch_cache(3, P + 6, prefix)
+    assert cache.get_seq_length() == P
+    for layer, src in zip(cache.layers, prefix.layers):
+        assert layer.keys.shape == layer.values.shape == (3, src.keys.shape[1], P + 6, src.keys.shape[3])
+        assert torch.equal(layer.keys[0, :, :P], src.keys[0]) and torch.equal(layer.values[0, :, :P], src.values[0])
+        assert not layer.keys[:, :, P:].any() and not layer.values[:, :, P:].any()  # the rows' own slots start at zero
+    engine.share_prefix_attention = False  # plain SDPA reads every row's prefix: it is copied into each
+    try:
+        full = engine._batch_cache(3, P + 6, prefix)
+    finally:
+        engine.share_prefix_attention = True
+    assert full.get_seq_length() == P
+    assert all(torch.equal(f.keys[:, :, :P], src.keys.expand(3, -1, -1, -1)) for f, src in zip(full.layers, prefix.layers))
+
+
 def test_prefix_is_encoded_once_and_its_cache_never_mutated(engine):
     before = engine.prefix_encodings
     engine.generate_with_prefix(PREFIX + "Once.", SUFFIXES, max_new_tokens=5)

@@ -50,6 +50,28 @@ def test_reads_the_prefix_of_row_zero_only(monkeypatch):
     assert torch.equal(a, b)
 
 
+def test_blocks_of_rows_give_the_same_attention(monkeypatch):
+    query, key, value, mask, P = inputs(4, B=5)
+    with shared_prefix.shared_prefix(P):
+        whole, _ = shared_prefix_attention(Attn(), query, key, value, mask, scaling=0.3)
+        monkeypatch.setattr(shared_prefix, "SCORE_BYTES", 2 * 4 * 4 * P * 4)  # two rows' prefix scores
+        blocks, _ = shared_prefix_attention(Attn(), query, key, value, mask, scaling=0.3)
+    want, _ = sdpa_attention_forward(Attn(), query, key, value, mask, scaling=0.3)
+    torch.testing.assert_close(blocks, whole, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(blocks, want, atol=1e-5, rtol=1e-5)
+
+
+def test_fallback_gives_every_row_the_prefix_of_row_zero():
+    query, key, value, mask, P = inputs(2)
+    masked = mask.clone()
+    masked[1, 0, 1, 3] = False  # forces the SDPA fallback
+    want, _ = sdpa_attention_forward(Attn(), query, key, value, masked)
+    key[1:, :, :P], value[1:, :, :P] = float("nan"), float("nan")  # a cache holding the prefix in row 0 only
+    with shared_prefix.shared_prefix(P):
+        got, _ = shared_prefix_attention(Attn(), query, key, value, masked)
+    torch.testing.assert_close(got, want)
+
+
 def test_falls_back_to_sdpa_outside_the_block_or_with_a_masked_prefix_column(monkeypatch):
     calls = []
     monkeypatch.setattr(shared_prefix, "_split_attention", lambda *a: calls.append(1) or (None, None))
