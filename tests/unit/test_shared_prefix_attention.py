@@ -41,7 +41,7 @@ def test_equals_sdpa_over_the_whole_cache(q):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_reads_the_prefix_of_row_zero_only(monkeypatch):
+def test_reads_the_prefix_of_row_zero_only():
     query, key, value, mask, P = inputs(1)
     with shared_prefix.shared_prefix(P):
         a, _ = shared_prefix_attention(Attn(), query, key, value, mask)
