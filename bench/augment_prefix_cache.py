@@ -72,29 +72,18 @@ def compare_decoding(engine: HFEngine, prefix: str, suffixes: list[str], max_new
     (shared-prefix attention, preallocated cache); attention reading every row's copy of the prefix
     (plain SDPA); and that with a growing cache (the cached prefix copied into a cache extended at
     every new token), as the engine decoded before either change."""
-    import copy
-
-    preallocated = engine._batch_cache
-
-    def growing(rows: int, length: int, prefix_cache=None):
-        if prefix_cache is None:
-            return None  # generate() makes its own growing cache
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(rows)
-        return cache
-
-    variants = {"engine_s": (True, preallocated), "per_row_attention_s": (False, preallocated),
-                "per_row_attention_growing_cache_s": (False, growing)}
+    variants = {"engine_s": (True, True), "per_row_attention_s": (False, True),
+                "per_row_attention_growing_cache_s": (False, False)}
     shared = engine.share_prefix_attention
     times: dict[str, list[float]] = {key: [] for key in variants}
     outputs = {}
     for _ in range(rounds):
-        for key, (share, make) in variants.items():
-            engine.share_prefix_attention, engine._batch_cache = shared and share, make
+        for key, (share, static) in variants.items():
+            engine.share_prefix_attention, engine.static_cache = shared and share, static
             gens, seconds = timed(lambda: engine.generate_with_prefix(prefix, suffixes, max_new_tokens=max_new))
             times[key].append(round(seconds, 2))
             outputs[key] = [g[0].token_ids for g in gens]
-    engine.share_prefix_attention, engine._batch_cache = shared, preallocated
+    engine.share_prefix_attention, engine.static_cache = shared, True
     return {**times, "same_tokens": len({tuple(o) for o in outputs.values()}) == 1}
 
 
@@ -111,7 +100,7 @@ def cache_memory(engine: HFEngine, prefix: str, suffixes: list[str], max_new: in
     for key, share in (("engine_mib", True), ("prefix_in_every_row_mib", False)):
         engine.share_prefix_attention = shared and share
         before = process.memory_info().rss
-        cache = engine._batch_cache(rows, length, prefix_cache)
+        cache = engine.batch_cache(rows, length, prefix_cache)
         out[key] = round((process.memory_info().rss - before) / 2**20)
         del cache
     engine.share_prefix_attention = shared
@@ -150,7 +139,7 @@ def main(argv=None) -> None:
     for label, max_new in (("prompt only (1 new token)", 1), (f"generation ({args.max_new} new tokens)", args.max_new)):
         times, same = {"cached_s": [], "reencoded_s": []}, True
         for _ in range(args.global_rounds):
-            engine._prefixes.clear()  # the cached path pays for encoding the prefix once, inside its time
+            engine.clear_prefix_cache()  # the cached path pays for encoding the prefix once, inside its time
             cached, t_cached = timed(lambda: engine.generate_with_prefix(prefix, suffixes, max_new_tokens=max_new))
             fresh, t_fresh = timed(lambda: engine.generate_with_prefix(prefix, suffixes, max_new_tokens=max_new, use_cache=False))
             same &= [g[0].token_ids for g in cached] == [g[0].token_ids for g in fresh]

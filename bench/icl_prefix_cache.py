@@ -19,7 +19,7 @@ import random
 import time
 
 from pipeline import models
-from pipeline.evaluate.conditions import render_context
+from pipeline.evaluate.icl import render_context
 from pipeline.evaluate.config import DEFAULT_INSTRUCTION
 from pipeline.evaluate.scoring import encode_prefix, score_items, start_ids
 

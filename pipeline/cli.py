@@ -14,7 +14,7 @@ import traceback
 from pipeline.config import ConfigError, load_config
 from pipeline.records import RecordError
 from pipeline.runs import Run
-from pipeline.stages import STAGES, NotBuilt, needs_ray, run_stage, stage_module
+from pipeline.stages import STAGES, needs_ray, run_stage
 
 HELP = {
     "data": "build the knowledge sets (worlds) and the user's corpus: data/*.parquet",
@@ -25,11 +25,6 @@ HELP = {
     "run": "run every stage in order, skipping finished ones",
     "serve": "serve a finished run (evaluator and tuned models) on Ray Serve",
 }
-
-
-# Ray Data logs its progress every 10 s when stdout is not a terminal (CI, `ray job submit`);
-# once a minute is enough beside the stages' own progress lines.
-os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
 
 
 class UsageError(ValueError):
@@ -63,23 +58,14 @@ def execute(args: argparse.Namespace) -> int:
 
         return serve_main(cfg, run) or 0
     names = list(STAGES) if args.command == "run" else [args.command]
-    built = []
-    for name in names:
-        try:
-            stage_module(name)
-            built.append(name)
-        except NotBuilt as err:
-            if args.command != "run":
-                raise
-            print(f"[{name}] {err}; skipped")
-    if needs_ray(built, run, args.force):
+    if needs_ray(names, run, args.force):
         from pipeline.ray_session import ray_session
 
         with ray_session(cfg.ray):
-            for name in built:
+            for name in names:
                 run_stage(name, cfg, run, force=args.force)
     else:
-        for name in built:
+        for name in names:
             run_stage(name, cfg, run, force=args.force)
     print(f"outputs: {run.dir.resolve()}")
     return 0
@@ -88,6 +74,9 @@ def execute(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Ray Data logs its progress every 10 s when stdout is not a terminal (CI, `ray job submit`);
+    # once a minute is enough beside the stages' own progress lines.
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
     try:
         return execute(args)
     except (ConfigError, UsageError) as err:
@@ -96,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 1
-    except (NotBuilt, RecordError, Exception) as err:  # noqa: BLE001 - the CLI's last line of defence
+    except (RecordError, Exception) as err:  # noqa: BLE001 - the CLI's last line of defence
         _report(err, args.debug)
         return 1
 

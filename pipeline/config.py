@@ -16,24 +16,13 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipeline.augment.config import AugmentConfig
+from pipeline.conditions import CONDITIONS, FT_STRATEGIES
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.report.config import ReportConfig
 from pipeline.section import ModelConfig, Section
 from pipeline.train.config import TrainConfig
-from pipeline.worlds.config import DataConfig
+from pipeline.data.config import DataConfig
 from serve.config import ServeConfig
-
-#: Every condition a run can compare, in report order.
-CONDITIONS = ("base", "icl", "ft", "ft+local", "ft+global", "ft+local+global", "ft+oracle")
-#: Fine-tuning conditions and the augmentation strategies each trains on.
-FT_STRATEGIES = {
-    "ft": (),
-    "ft+local": ("local",),
-    "ft+global": ("global",),
-    "ft+local+global": ("local", "global"),
-    "ft+oracle": ("oracle",),
-}
-
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the key."""

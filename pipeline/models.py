@@ -8,6 +8,10 @@ A reference is one of:
   a second, for tests.
 - a local HF folder, or a hub id (looked up in the local HF cache unless downloads are allowed).
 
+Everything about model folders lives here too: checking one before work starts, its context
+window, and turning a hub id into a local folder for workers. Every failure is a `ModelError`
+naming the reference or path.
+
 Conversions are done under a file lock into a temporary folder that is renamed into place, so
 two processes converting at once never see or leave a half-written model.
 """
@@ -193,3 +197,61 @@ def context_window(model: ModelConfig, lm_config=None) -> int:
         src = resolve(model)
         lm_config = AutoConfig.from_pretrained(src, **_hub_kwargs(model, src))
     return int(getattr(lm_config, "max_position_embeddings", 2048))
+
+
+def check_model_folder(path: Path, what: str) -> bool:
+    """True for a LoRA adapter folder, False for a full model; a ModelError for anything else."""
+    if not path.is_dir():
+        raise ModelError(f"{what}: {path}: no such folder")
+    if (path / "adapter_config.json").is_file():
+        return True
+    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        return False
+    raise ModelError(f"{what}: {path} is not a model folder (no config.json with safetensors weights, no adapter_config.json)")
+
+
+def local_model_folder(model: ModelConfig) -> Path:
+    """The model as a local folder (workers load it by path): a hub id is looked up in the local
+    Hugging Face cache, and fetched only when `model.allow_download` is set."""
+    src = resolve(model)
+    if isinstance(src, Path):
+        return src
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(src, local_files_only=not model.allow_download))
+    except Exception as err:  # noqa: BLE001 - hub errors come in many types; all mean "not available"
+        raise ModelError(f"model {src!r}: not in the local Hugging Face cache ({err}); set model.allow_download "
+                         "to fetch it, or give a local folder") from None
+
+
+def check_trainable(model_path, lora_targets: list[str] | None = None) -> None:
+    """Fail before any worker starts if the model cannot be built, has no readable safetensors
+    weights, or lacks a LoRA target module. Builds the architecture on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"{model_path}: cannot build a causal LM from its config: {err}") from None
+    folder = Path(model_path)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        raise ModelError(f"{folder}: no *.safetensors weights (only safetensors are loaded)")
+    if folder.is_dir():
+        from safetensors import safe_open
+
+        for f in sorted(folder.glob("*.safetensors")):
+            try:
+                with safe_open(str(f), framework="pt") as st:
+                    st.keys()
+            except Exception as err:  # noqa: BLE001 - any unreadable header is the same bad input
+                raise ModelError(f"{f}: unreadable safetensors file: {err}") from None
+    if lora_targets:
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = [t for t in lora_targets if t not in names]
+        if missing:
+            raise ModelError(f"train.lora.target_modules: {missing} are not modules of {model_path} "
+                             f"(linear layers include: {sorted(n for n in names if 'proj' in n)[:8]})")

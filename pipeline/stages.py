@@ -15,7 +15,7 @@ from pipeline.runs import Run
 
 #: stage name -> module implementing it, in the order `run` executes them.
 STAGES = {
-    "data": "pipeline.worlds.stage",
+    "data": "pipeline.data.stage",
     "augment": "pipeline.augment.stage",
     "train": "pipeline.train.stage",
     "evaluate": "pipeline.evaluate.stage",
@@ -23,28 +23,16 @@ STAGES = {
 }
 
 
-class NotBuilt(RuntimeError):
-    """A stage whose implementation does not exist yet."""
-
-
 def stage_module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(STAGES[name])
-    except ModuleNotFoundError as err:
-        if err.name == STAGES[name]:
-            raise NotBuilt(f"stage {name!r} is not built yet") from None
-        raise
+    return importlib.import_module(STAGES[name])
 
 
 def needs_ray(names: list[str], run: Run, force: bool) -> bool:
     """Whether any stage that will actually execute wants Ray."""
     for name in names:
         if force or not run.is_done(name):
-            try:
-                if getattr(stage_module(name), "NEEDS_RAY", False):
-                    return True
-            except NotBuilt:
-                continue
+            if getattr(stage_module(name), "NEEDS_RAY", False):
+                return True
     return False
 
 

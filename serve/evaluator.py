@@ -2,8 +2,8 @@
 
 Scores come from `pipeline.evaluate.scoring.score_items`, the offline evaluator's one scoring
 function, and each condition is built by the offline evaluator's own code
-(`pipeline.evaluate.conditions`: the model or merged LoRA adapter, its tokenizer, and for `icl`
-the world's context of origin=="train" documents), so a served score equals the offline one.
+(`pipeline.conditions`: the model or merged LoRA adapter and its tokenizer; `pipeline.evaluate.icl`:
+for `icl` the world's context of origin=="train" documents), so a served score equals the offline one.
 The ICL context of a world is encoded once per replica and its KV cache reused. Model weights
 are multiplexed like the generator's; `icl` shares the `base` weights.
 """
@@ -11,7 +11,6 @@ are multiplexed like the generator's; `icl` shares the `base` weights.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter
 
@@ -21,6 +20,7 @@ from ray import serve
 from pipeline.config import RunConfig
 from pipeline.records import Doc, Item, read_records
 from pipeline.runs import Run
+from pipeline.stats import mean_stderr
 from serve.generator import LoadedModel, set_torch_threads
 from serve.schemas import ApiError
 
@@ -39,11 +39,9 @@ def summarize(scores: list[dict], answers: list[int] | None = None) -> list[dict
     return out
 
 
-def accuracy(rows: list[dict], key: str) -> tuple[float, float]:
-    """(accuracy, standard error) of `key` against answer_index."""
-    n = len(rows)
-    acc = sum(r[key] == r["answer_index"] for r in rows) / n
-    return acc, math.sqrt(acc * (1 - acc) / n)
+def accuracy(rows: list[dict], key: str) -> tuple[float, float | None]:
+    """(accuracy, standard error) of `key` against answer_index, computed as results.json does."""
+    return mean_stderr([float(r[key] == r["answer_index"]) for r in rows])
 
 
 @serve.deployment(name="Evaluator")
@@ -60,7 +58,7 @@ class Evaluator:
 
         async def load(model_id: str) -> LoadedModel:
             spec = self._spec(model_id)
-            from pipeline.evaluate.conditions import load_condition_model
+            from pipeline.conditions import load_condition_model
 
             model, tokenizer = await asyncio.to_thread(load_condition_model, spec, self.device)
             self.loads[model_id] += 1
@@ -70,11 +68,12 @@ class Evaluator:
         self.get_model = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(load)
 
     def _spec(self, condition: str):
-        from pipeline.evaluate.conditions import ConditionError, condition_spec
+        from pipeline.conditions import ConditionError, condition_spec
+        from pipeline.models import ModelError
 
         try:
             return condition_spec(self.cfg, self.run, condition)
-        except ConditionError as err:
+        except (ConditionError, ModelError) as err:
             raise ApiError(404, "condition", str(err)) from None
 
     async def score_items(self, condition: str, items: list[dict], world: str | None = None) -> list[dict]:
@@ -124,15 +123,15 @@ class Evaluator:
 
     def _icl_prefix(self, loaded: LoadedModel, world: str):
         """The world's ICL context, built as the offline evaluator builds it, encoded once."""
-        from pipeline.evaluate.conditions import ConditionError, icl_contexts
-        from pipeline.evaluate.scorer import condition_window
+        from pipeline.conditions import ConditionError, context_window
+        from pipeline.evaluate.icl import icl_contexts
         from pipeline.evaluate.scoring import encode_prefix
 
         if self.contexts is None:
             docs = read_records(self.run.path("data", "docs.parquet"), Doc)
             items = read_records(self.run.path("data", "items.parquet"), Item)
             try:
-                self.contexts = icl_contexts(self.cfg, docs, items, loaded.tokenizer, condition_window(self._spec("icl")))
+                self.contexts = icl_contexts(self.cfg, docs, items, loaded.tokenizer, context_window(self._spec("icl")))
             except ConditionError as err:
                 raise ApiError(400, "condition", str(err)) from None
         if world not in self.contexts:

@@ -18,7 +18,8 @@ from ray import serve
 
 from pipeline.config import RunConfig
 from pipeline.runs import Run
-from serve.checkpoints import load_checkpoint, served_models
+from pipeline.conditions import load_condition_model
+from serve.checkpoints import served_models
 from serve.generation import GenerationRequest, GenerationResult, generate_batch
 
 
@@ -50,12 +51,9 @@ def set_torch_threads(n: int) -> str:
 class Generator:
     def __init__(self, cfg: dict, max_models_per_replica: int, max_batch_size: int, batch_wait_timeout_s: float,
                  torch_threads: int):
-        from pipeline.models import load_tokenizer
-
         self.cfg = RunConfig.model_validate(cfg)
         self.run = Run.of(self.cfg)
         self.device = set_torch_threads(torch_threads)
-        self.tokenizer = load_tokenizer(self.cfg.model)
         self.loads: Counter[str] = Counter()
         self.batch_sizes: Counter[int] = Counter()
 
@@ -69,12 +67,12 @@ class Generator:
         self.generate_one.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     async def _load(self, model_id: str) -> LoadedModel:
-        checkpoints = served_models(self.run)
+        checkpoints = served_models(self.cfg, self.run)
         if model_id not in checkpoints:
             raise KeyError(f"model {model_id!r} is not served by this run; served: {sorted(checkpoints)}")
-        model = await asyncio.to_thread(load_checkpoint, self.cfg, checkpoints[model_id], self.device)
+        model, tokenizer = await asyncio.to_thread(load_condition_model, checkpoints[model_id], self.device)
         self.loads[model_id] += 1
-        return LoadedModel(model_id, model, self.tokenizer)
+        return LoadedModel(model_id, model, tokenizer)
 
     async def generate(self, request: dict) -> dict:
         """One prompt: `request` holds GenerationRequest's fields; returns GenerationResult's."""

@@ -122,10 +122,10 @@ class Ingress:
     @app.get("/v1/models")
     def models(self) -> dict:
         data = []
-        for name, ckpt in served_models(self.run).items():
-            folder = ckpt.path or self.run.dir
+        for name, spec in served_models(self.cfg, self.run).items():
+            folder = spec.folder or self.run.dir
             data.append({"id": name, "object": "model", "created": int(folder.stat().st_mtime),
-                         "owned_by": "knowledge-lab", "root": str(ckpt.path) if ckpt.path else self.cfg.model.ref})
+                         "owned_by": "knowledge-lab", "root": str(spec.folder) if spec.folder else self.cfg.model.ref})
         return {"object": "list", "data": data}
 
     @app.post("/v1/completions")
@@ -156,7 +156,7 @@ class Ingress:
         return self._envelope("chatcmpl", "chat.completion", body.model, [choice], [out])
 
     def _sampling(self, body: SamplingFields) -> dict:
-        served = list(served_models(self.run))
+        served = list(served_models(self.cfg, self.run))
         if body.model not in served:
             raise ApiError(404, "model", f"{body.model!r} is not served; served models: {served}")
         max_tokens = body.max_tokens if body.max_tokens is not None else self.limits.default_max_tokens
@@ -208,9 +208,9 @@ class Ingress:
     def _evaluator_for(self, condition: str):
         extra = list(getattr(self.cfg.evaluate, "checkpoints", None) or {})  # the evaluator's named extra models
         try:
-            weights = condition if condition in extra else weights_for_condition(condition, self.run)
+            weights = condition if condition in extra else weights_for_condition(condition, self.cfg, self.run)
         except KeyError:
-            known = ["base", "icl", *[m for m in served_models(self.run) if m != "base"], *extra]
+            known = ["base", "icl", *[m for m in served_models(self.cfg, self.run) if m != "base"], *extra]
             raise ApiError(404, "condition", f"{condition!r} is not available in this run; available: {known}") from None
         return self.evaluator.options(multiplexed_model_id=weights)
 
@@ -219,7 +219,7 @@ class Ingress:
     @app.get("/healthz")
     async def healthz(self) -> dict:
         gen, ev = await asyncio.gather(self.generator.stats.remote(), self.evaluator.stats.remote())
-        return {"status": "ok", "run": str(self.run.dir), "models": list(served_models(self.run)),
+        return {"status": "ok", "run": str(self.run.dir), "models": list(served_models(self.cfg, self.run)),
                 "replicas_answered": {"generator": gen is not None, "evaluator": ev is not None}}
 
     @app.get("/v1/stats")

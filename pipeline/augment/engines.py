@@ -1,6 +1,6 @@
 """Generation engines behind one interface, and the transformers (HF) engine.
 
-An `Engine` turns rendered prompts into generations, in batches:
+Every engine (HF here, vLLM in `vllm_engine.py`) turns rendered prompts into generations, in batches:
 - `generate(prompts, n, max_new_tokens, temperature, seed)`;
 - `generate_with_prefix(prefix, suffixes, ...)`: every prompt is prefix + suffix. The HF engine
   encodes the prefix once (a KV cache kept per engine, keyed by the prefix text) and reuses it
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol
 
 from pipeline.augment import shared_prefix
 from pipeline.section import ModelConfig
@@ -41,19 +40,11 @@ class Generation:
     token_ids: tuple[int, ...] = ()
 
 
-class Engine(Protocol):
-    def generate(self, prompts: list[str], n: int, max_new_tokens: int, temperature: float, seed: int) -> list[list[Generation]]: ...
-
-    def generate_with_prefix(
-        self, prefix: str, suffixes: list[str], n: int, max_new_tokens: int, temperature: float, seed: int
-    ) -> list[list[Generation]]: ...
-
-
 class HFEngine:
     """Batched generation with transformers on CPU or CUDA, with a reusable prefix KV cache."""
 
     def __init__(self, model: ModelConfig | str, device: str = "cpu", batch_size: int = 8, threads: int | None = None,
-                 max_cached_prefixes: int = 2, share_prefix_attention: bool = True):
+                 max_cached_prefixes: int = 2, share_prefix_attention: bool = True, static_cache: bool = True):
         import torch
 
         from pipeline.models import load_model, load_tokenizer
@@ -74,6 +65,9 @@ class HFEngine:
         stops = {self.tokenizer.eos_token_id, *(vocab[t] for t in END_OF_TURN if t in vocab)}
         self.stop_ids = sorted(i for i in stops if i is not None)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        # static_cache=False: decode into a cache that grows at every token (transformers' default),
+        # kept as an option so that benchmarks can compare with it
+        self.static_cache = static_cache
         self._prefixes: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
         self.max_cached_prefixes = max_cached_prefixes
         self.prefix_encodings = 0  # how many times a prefix was run through the model
@@ -103,11 +97,20 @@ class HFEngine:
             gens.append(Generation(text=text, new_tokens=cut, prompt_tokens=n_prompt, token_ids=tuple(row[:cut])))
         return gens
 
-    def _batch_cache(self, rows: int, length: int, prefix=None):
+    def batch_cache(self, rows: int, length: int, prefix=None):
         """A static KV cache for `rows` rows of up to `length` tokens, starting with `prefix` (a cache
         of one row) when given: stored once, in row 0, for the shared-prefix attention; otherwise in
-        every row."""
+        every row. With `static_cache` off: None, or a copy of the prefix that grows as it decodes."""
+        import copy
+
         from transformers import StaticCache
+
+        if not self.static_cache:
+            if prefix is None:
+                return None  # generate() makes its own growing cache
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(rows)
+            return cache
 
         if prefix is not None and self.share_prefix_attention:
             cache = shared_prefix.batch_cache(self.model.config, rows, length, prefix)
@@ -125,7 +128,7 @@ class HFEngine:
         if sampling:
             torch.manual_seed(seed)
         kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if sampling else dict(do_sample=False)
-        cache = self._batch_cache(ids.shape[0], ids.shape[1] + max_new_tokens, prefix)
+        cache = self.batch_cache(ids.shape[0], ids.shape[1] + max_new_tokens, prefix)
         shared = prefix.get_seq_length() if prefix is not None and self.share_prefix_attention else 0
         with torch.no_grad(), shared_prefix.shared_prefix(shared):
             return self.model.generate(
@@ -152,6 +155,10 @@ class HFEngine:
         return self._grouped(flat, n)
 
     # ------------------------------------------------------------------ shared prefix
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every encoded prefix (the next use encodes it again)."""
+        self._prefixes.clear()
 
     def prefix_cache(self, prefix: str):
         """(prefix ids, KV cache of the prefix): encoded on first use, then reused (LRU)."""

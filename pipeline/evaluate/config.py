@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from pipeline.conditions import CONDITIONS
 from pipeline.section import Section
 
 DEFAULT_INSTRUCTION = (
@@ -59,8 +60,6 @@ class EvaluateConfig(Section):
     @field_validator("checkpoints")
     @classmethod
     def _check_checkpoints(cls, value: dict[str, str]) -> dict[str, str]:
-        from pipeline.config import CONDITIONS
-
         for name, path in value.items():
             if not _NAME.match(name):
                 raise ValueError(f"checkpoint name {name!r}: use letters, digits and _ . + - (it names a file)")

@@ -12,18 +12,10 @@ from __future__ import annotations
 import math
 
 from pipeline.evaluate.scoring import predictions
+from pipeline.stats import mean_stderr
 
 ALL = "*"
 SCHEMA_VERSION = 1
-
-
-def stderr(values: list[float]) -> float | None:
-    """Standard error of a mean of 0/1 outcomes (sample standard deviation, as lm-eval); None for n < 2."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
 def outcomes(items: list[dict], scores: list[dict]) -> list[dict]:
@@ -51,12 +43,11 @@ def contamination_threshold(chance: float, n: int, margin: float, z: float) -> f
 
 
 def _row(condition: str, world: str, split: str, subtask: str, group: list[dict]) -> dict:
-    acc = [o["correct"] for o in group]
-    norm = [o["correct_norm"] for o in group]
+    acc, acc_se = mean_stderr([o["correct"] for o in group])
+    norm, norm_se = mean_stderr([o["correct_norm"] for o in group])
     return {
         "condition": condition, "world": world, "split": split, "subtask": subtask, "n": len(group),
-        "acc": sum(acc) / len(acc), "acc_stderr": stderr(acc),
-        "acc_norm": sum(norm) / len(norm), "acc_norm_stderr": stderr(norm),
+        "acc": acc, "acc_stderr": acc_se, "acc_norm": norm, "acc_norm_stderr": norm_se,
         "chance": sum(o["chance"] for o in group) / len(group),
     }
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
-from pipeline import models
-from pipeline.evaluate.conditions import ConditionSpec, load_condition_model
+from pipeline.conditions import ConditionSpec, load_condition_model
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.evaluate.scoring import Prefix, Request, ScoringError, collect, encode_prefix, item_requests, pad_id, plan_batches, score_batch
+from pipeline.evaluate.scoring import Prefix, Request, check_window, collect, encode_prefix, item_requests, pad_id, plan_batches, score_batch
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,7 @@ def plan(items: list[dict], tokenizer, batch_size: int, *, prefix_tokens: dict[s
     rows: list[dict] = []
     for world, indices in groups.items():
         local = item_requests(tokenizer, [items[i] for i in indices], after_prefix=prefix_tokens is not None)
-        offset = (prefix_tokens or {}).get(world, 0)
-        for r in local:
-            if offset + len(r.context) + len(r.continuation) - 1 > window:
-                raise ScoringError(
-                    f"item {items[indices[r.item]]['item_id']!r}: {offset + len(r.context) + len(r.continuation) - 1} "
-                    f"tokens (with its context) exceed the model's window of {window}"
-                )
+        check_window([items[i] for i in indices], local, (prefix_tokens or {}).get(world, 0), window)
         first = len(requests)
         requests += [replace(r, item=indices[r.item]) for r in local]
         for batch in plan_batches(local, batch_size):
@@ -166,7 +159,3 @@ def score_on_ray(specs: dict[str, ConditionSpec], items: list[dict], plans: dict
     )
     return _assemble(items, plans, scored.take_all())
 
-
-def condition_window(spec: ConditionSpec) -> int:
-    """The context window of a condition's model (an adapter's is its base's)."""
-    return models.context_window(spec.base if spec.adapter else spec.model)

@@ -247,10 +247,9 @@ def plan_batches(requests: list[Request], batch_size: int) -> list[list[int]]:
     return batches
 
 
-def check_window(model, items: list[dict], requests: list[Request], prefix: Prefix | None) -> None:
-    """Every sequence (prefix included) must fit the model's window; the error names the item."""
-    window = getattr(model.config, "max_position_embeddings", None)
-    offset = prefix.num_tokens if prefix is not None else 0
+def check_window(items: list[dict], requests: list[Request], offset: int, window: int | None) -> None:
+    """Every sequence, after `offset` prefix tokens, must fit `window`; the error names the item.
+    The one context-window check of scoring: the planner and `score_items` both call it."""
     for r in requests:
         total = offset + len(r.context) + len(r.continuation) - 1
         if window and total > window:
@@ -274,12 +273,13 @@ def collect(items: list[dict], requests: list[Request], logprobs: list[float]) -
 
 def score_items(
     model, tokenizer, items: list[dict], *, prefix: Prefix | None = None, batch_size: int = 16,
-    reuse_prefix_cache: bool = True,
+    reuse_prefix_cache: bool = True, window: int | None = None,
 ) -> list[dict]:
     """Per item, in order: choice_logprobs, choice_num_tokens, choice_num_chars (one entry per
-    choice). A prefix, if given, is read before every item."""
+    choice). A prefix, if given, is read before every item. `window`: default the model config's."""
     requests = item_requests(tokenizer, items, after_prefix=prefix is not None)
-    check_window(model, items, requests, prefix)
+    window = window or getattr(model.config, "max_position_embeddings", None)
+    check_window(items, requests, prefix.num_tokens if prefix is not None else 0, window)
     logprobs = [0.0] * len(requests)
     for batch in plan_batches(requests, batch_size):
         values = score_batch(model, [requests[k] for k in batch], prefix, reuse_prefix_cache, pad_id(tokenizer))

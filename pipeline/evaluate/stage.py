@@ -9,9 +9,10 @@ actor pool; writes scores/<condition>.parquet (Score rows, in item order) and re
 from __future__ import annotations
 
 from pipeline.config import RunConfig
-from pipeline.evaluate.conditions import condition_names, condition_spec, icl_contexts, load_condition_tokenizer
+from pipeline.conditions import condition_names, condition_spec, context_window, load_condition_tokenizer
+from pipeline.evaluate.icl import icl_contexts
 from pipeline.evaluate.results import build_results, format_table
-from pipeline.evaluate.scorer import condition_window, plan, pool_shape, score_on_ray
+from pipeline.evaluate.scorer import plan, pool_shape, score_on_ray
 from pipeline.records import Doc, Item, Score, read_records, validate_rows, write_json, write_records
 from pipeline.runs import Run
 
@@ -36,13 +37,13 @@ def run(cfg: RunConfig, run: Run) -> dict:
     specs = {name: condition_spec(cfg, run, name) for name in names}  # folders checked up front
     contexts = {}
     if "icl" in specs:
-        contexts = icl_contexts(cfg, docs, items, load_condition_tokenizer(specs["icl"]), condition_window(specs["icl"]))
+        contexts = icl_contexts(cfg, docs, items, load_condition_tokenizer(specs["icl"]), context_window(specs["icl"]))
         specs["icl"] = condition_spec(cfg, run, "icl", contexts)
     plans = {}
     for name, spec in specs.items():
         prefix_tokens = {w: c.num_tokens for w, c in contexts.items()} if name == "icl" else None
         plans[name] = plan(items, load_condition_tokenizer(spec), cfg.evaluate.batch_size,
-                           prefix_tokens=prefix_tokens, window=condition_window(spec))
+                           prefix_tokens=prefix_tokens, window=context_window(spec))
 
     resources = ray.cluster_resources()
     shape = pool_shape(cfg.evaluate, resources.get("CPU", 1), resources.get("GPU", 0))

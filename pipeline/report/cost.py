@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.config import FT_STRATEGIES
+from pipeline.conditions import FT_STRATEGIES
 
 
 @dataclass

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure  # a Figure drawn straight to a file: no pyplot, no GUI backend
 
-matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt  # noqa: E402
-
-from pipeline.records import atomic_path  # noqa: E402
-
-#: One colour per condition, stable across plots (ICL and augmented FT stand out).
-COLOURS = {
-    "base": "#9e9e9e", "icl": "#1f77b4", "ft": "#ff7f0e", "ft+local": "#2ca02c",
-    "ft+global": "#98df8a", "ft+local+global": "#17becf", "ft+oracle": "#9467bd",
-}
+from pipeline.conditions import COLOURS
+from pipeline.records import atomic_path
 
 
 def accuracy_plot(rows: list[dict], world: str, conditions: list[str], path: Path) -> Path:
@@ -27,7 +19,8 @@ def accuracy_plot(rows: list[dict], world: str, conditions: list[str], path: Pat
     conds = [c for c in conditions if any(r["condition"] == c for r in rows)]
     by_key = {(r["condition"], r["split"]): r for r in rows}
     width = 0.8 / max(len(conds), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(splits) * max(1, len(conds)) / 3), 4.2), dpi=120)
+    fig = Figure(figsize=(max(6.0, 1.6 * len(splits) * max(1, len(conds)) / 3), 4.2), dpi=120)
+    ax = fig.subplots()
     for i, cond in enumerate(conds):
         xs, ys, errs = [], [], []
         for j, split in enumerate(splits):
@@ -55,7 +48,6 @@ def accuracy_plot(rows: list[dict], world: str, conditions: list[str], path: Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return path
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
-from pipeline.section import ModelConfig
 from pipeline.train.config import TrainConfig
 
 
@@ -118,54 +116,3 @@ def build_engine(model_path: str, train: TrainConfig, total_steps: int, num_work
         # every gradient into a buffer, "reduce" it over the one-rank group and copy it back
         engine.enable_backward_allreduce = False
     return engine, bf16
-
-
-def local_model_folder(model: ModelConfig) -> Path:
-    """The model as a local folder (workers load it by path): a hub id is looked up in the local
-    Hugging Face cache, and fetched only when `model.allow_download` is set."""
-    from pipeline.models import ModelError, resolve
-
-    src = resolve(model)
-    if isinstance(src, Path):
-        return src
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(src, local_files_only=not model.allow_download))
-    except Exception as err:  # noqa: BLE001 - hub errors come in many types; all mean "not available"
-        raise ModelError(f"model {src!r}: not in the local Hugging Face cache ({err}); set model.allow_download "
-                         "to fetch it, or give a local folder") from None
-
-
-def check_model(model_path, train: TrainConfig) -> None:
-    """Fail before any worker starts if the model cannot be built, has no safetensors weights,
-    or lacks a LoRA target module. Builds the architecture on the meta device (no weights read)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from pipeline.models import ModelError
-
-    try:
-        config = AutoConfig.from_pretrained(model_path)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelError(f"{model_path}: cannot build a causal LM from its config: {err}") from None
-    folder = Path(model_path)
-    if folder.is_dir() and not any(folder.glob("*.safetensors")):
-        raise ModelError(f"{folder}: no *.safetensors weights (only safetensors are loaded)")
-    if folder.is_dir():
-        from safetensors import safe_open
-
-        for f in sorted(folder.glob("*.safetensors")):
-            try:
-                with safe_open(str(f), framework="pt") as st:
-                    st.keys()
-            except Exception as err:  # noqa: BLE001 - any unreadable header is the same bad input
-                raise ModelError(f"{f}: unreadable safetensors file: {err}") from None
-    if train.lora is not None:
-        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-        missing = [t for t in train.lora.target_modules if t not in names]
-        if missing:
-            raise ModelError(f"train.lora.target_modules: {missing} are not modules of {model_path} "
-                             f"(linear layers include: {sorted(n for n in names if 'proj' in n)[:8]})")

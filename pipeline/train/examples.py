@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import FT_STRATEGIES
+from pipeline.conditions import FT_STRATEGIES
 from pipeline.sentences import SplitMode, split_doc
 
 IGNORE = -100  # label of a token that carries no loss (context, padding)

@@ -10,8 +10,8 @@ already made, so the fit ends at the same total number of steps. At the end the 
 gathered (ZeRO-3 shards included) and rank 0 reports them as the final checkpoint: a plain HF
 folder (see `export.py`) plus `train_log.json`, the loss of every step.
 
-Test hook: the environment variable KNOWLEDGE_LAB_FAIL_AT_STEP=N (read by `fit` on the driver)
-makes rank 0 raise once, right after optimizer step N, to exercise the resume path.
+Fault injection: `fit(..., fail_after_step=N)` makes rank 0 raise once, right after optimizer
+step N, to exercise the resume path.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import tempfile
 import time
 import warnings
@@ -30,14 +29,13 @@ from pipeline.train.config import TrainConfig
 # Progress goes through logging: Ray Train's workers send a print both to the console and to the
 # root logger, which the driver then shows twice.
 log = logging.getLogger(__name__)
-FAIL_AT_STEP_ENV = "KNOWLEDGE_LAB_FAIL_AT_STEP"
 ZERO_TAG = "zero"  # tag of the DeepSpeed checkpoint inside a Ray checkpoint folder
 PROGRESS = "progress.json"  # step and losses so far, beside the ZeRO shards
 TRAIN_LOG = "train_log.json"  # the loss of every step, beside the exported weights
 
 
 class InjectedFailure(RuntimeError):
-    """The failure the test hook raises."""
+    """The failure `fail_after_step` injects."""
 
 
 def to_tensors(row: dict, device) -> dict:
@@ -93,7 +91,7 @@ def _maybe_fail(config: dict, step: int, rank: int) -> None:
     if rank == 0 and step == config.get("fail_at_step") and marker and not Path(marker).exists():
         Path(marker).parent.mkdir(parents=True, exist_ok=True)
         Path(marker).write_text(str(step))
-        raise InjectedFailure(f"injected failure after step {step} ({FAIL_AT_STEP_ENV})")
+        raise InjectedFailure(f"injected failure after step {step} (fail_after_step)")
 
 
 def probe_loss(engine, row: dict) -> float:
@@ -181,8 +179,10 @@ def read_losses(folder) -> list[float]:
 def fit(
     name: str, rows: list[dict], train: TrainConfig, model_path: str, seed: int,
     storage_path: str, probe: dict | None = None, cpus_per_worker: int | None = None,
+    fail_after_step: int | None = None,
 ):
-    """Run one fit on Ray Train; returns the Ray `Result` (final checkpoint = the exported model)."""
+    """Run one fit on Ray Train; returns the Ray `Result` (final checkpoint = the exported model).
+    `fail_after_step`: rank 0 raises once after that step (fault injection for resume tests)."""
     import ray
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -191,12 +191,11 @@ def fit(
     total = len(rows) // train.num_workers
     if total * train.num_workers != len(rows) or total == 0:
         raise ValueError(f"{name}: {len(rows)} rows do not make whole steps for {train.num_workers} workers")
-    fail_at = os.environ.get(FAIL_AT_STEP_ENV)
     config = {
         "name": name, "train": train.model_dump(mode="json"), "model_path": str(model_path), "seed": seed,
         "total_steps": total, "probe": probe, "threads": None if train.use_gpu else cpus_per_worker,
-        "fail_at_step": int(fail_at) if fail_at else None,
-        "fail_marker": str(Path(storage_path) / f".{name}.failed-once") if fail_at else None,
+        "fail_at_step": fail_after_step,
+        "fail_marker": str(Path(storage_path) / f".{name}.failed-once") if fail_after_step else None,
     }
     resources = {"CPU": cpus_per_worker} if cpus_per_worker else None
     dataset = ray.data.from_items(rows)

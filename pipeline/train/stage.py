@@ -14,13 +14,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import FT_STRATEGIES, RunConfig
-from pipeline.models import context_window, load_tokenizer
+from pipeline.conditions import FT_STRATEGIES
+from pipeline.config import RunConfig
+from pipeline.models import check_trainable, context_window, load_tokenizer, local_model_folder
 from pipeline.records import Doc, RecordError, read_records
 from pipeline.runs import Run
 from pipeline.train import export
 from pipeline.train.batches import PlanError, padding_share, plan_rows, plan_steps
-from pipeline.train.engine import check_model, local_model_folder
 from pipeline.train.examples import build_examples, condition_docs, tokenize_examples
 
 NEEDS_RAY = True
@@ -135,7 +135,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
         raise TrainInputError(str(err)) from None
     extra_docs = augmented_docs(cfg, run)
     model_path = local_model_folder(cfg.model)
-    check_model(model_path, cfg.train)
+    check_trainable(model_path, cfg.train.lora.target_modules if cfg.train.lora else None)
     tokenizer = load_tokenizer(cfg.model)
     max_length = context_window(cfg.model)
     prepared = [prepare(c, cfg, train_docs, extra_docs, tokenizer, max_length) for c in cfg.ft_conditions()]

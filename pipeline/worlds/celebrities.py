@@ -102,7 +102,7 @@ def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
     tests = (("reversal", "p2d_reverse_prompts_test.jsonl"), ("rephrase", "p2d_prompts_test.jsonl"),
              ("rephrase", "d2p_prompts_test.jsonl"), ("rephrase", "both_prompts_test.jsonl"))
     for split, f in tests:
-        items += _items(split, f, files[f], everyone, keep, fact_of, cfg, rng, start=len(items))
+        items += _items(split, files[f], everyone, keep, fact_of, cfg, rng, start=len(items))
     return docs, balance_answers(items, rng), facts
 
 
@@ -148,7 +148,7 @@ def _docs(rows, everyone, keep, fact_of, per_direction, rng) -> list[dict]:
     return docs
 
 
-def _items(split, file, rows, everyone, keep, fact_of, cfg, rng, start) -> list[dict]:
+def _items(split, rows, everyone, keep, fact_of, cfg, rng, start) -> list[dict]:
     """Items of one test file: per kept person, `test_templates` prompts; distractors are the
     completions other kept people have for the same template."""
     by_template: dict[str, dict[str, str]] = defaultdict(dict)

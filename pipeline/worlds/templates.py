@@ -93,10 +93,6 @@ def parse_text(text: str, parse_sentence: Callable[[str], list[Triple] | None]) 
     return triples if asserted else None
 
 
-def capitalise(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
 def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 

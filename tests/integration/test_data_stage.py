@@ -17,7 +17,7 @@ from conftest import CELEBRITIES
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.records import Doc, Fact, Item, read_records
-from pipeline.worlds.stage import build_worlds
+from pipeline.data.stage import build_worlds
 
 FILES = ("docs.parquet", "items.parquet", "facts.parquet")
 SMALL = {"reversals": {"n_facts": 4, "articles_per_fact": 2}, "syllogisms": {"n_examples": 5},
@@ -67,7 +67,7 @@ WRITE = """
 import sys
 from pipeline.config import load_config
 from pipeline.records import Doc, Fact, Item, write_records
-from pipeline.worlds.stage import build_worlds
+from pipeline.data.stage import build_worlds
 cfg = load_config(sys.argv[1])
 for rows, kind, name in zip(build_worlds(cfg), (Doc, Item, Fact), ("docs", "items", "facts")):
     write_records(f"{cfg.run_dir}/data/{name}.parquet", kind, rows)

@@ -10,7 +10,8 @@ import torch
 
 from pipeline import models
 from pipeline.config import validate_config
-from pipeline.evaluate.conditions import ConditionError, condition_spec, icl_contexts, load_condition_tokenizer
+from pipeline.conditions import ConditionError, condition_spec, load_condition_tokenizer
+from pipeline.evaluate.icl import icl_contexts
 from pipeline.evaluate.scorer import PoolShape, plan, score_local, score_on_ray
 from pipeline.evaluate.scoring import encode_prefix, score_items
 from pipeline.records import SCHEMAS, Doc, Item, RecordError, Score, read_records, write_records

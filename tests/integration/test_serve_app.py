@@ -13,11 +13,14 @@ import httpx
 import pytest
 import torch
 
+from pipeline.conditions import condition_spec, context_window, load_condition_model
 from pipeline.config import RunConfig
+from pipeline.evaluate import scoring as offline_scoring
+from pipeline.evaluate.icl import icl_contexts
 from pipeline.models import load_model, load_tokenizer
 from pipeline.records import Doc, Item, write_records
 from pipeline.runs import Run
-from serve.checkpoints import load_checkpoint, served_models
+from serve.checkpoints import served_models
 from serve.generation import GenerationRequest, generate_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -97,7 +100,7 @@ def client(ray_cluster, run_cfg):
 
 
 def _local_greedy(cfg: RunConfig, model_name: str, prompt: str, max_tokens: int, chat: bool = False) -> str:
-    model = load_checkpoint(cfg, served_models(Run.of(cfg))[model_name])
+    model, _ = load_condition_model(served_models(cfg, Run.of(cfg))[model_name])
     req = GenerationRequest(prompt, max_tokens, add_special_tokens=not chat)
     return generate_batch(model, load_tokenizer(cfg.model), [req])[0].text
 
@@ -188,25 +191,16 @@ def test_multiplexing_loads_and_evicts_least_recently_used(client):
 
 # ---------------------------------------------------------------------------- evaluator
 
-try:  # the offline evaluator's scoring function and conditions (the evaluate stage)
-    from pipeline.evaluate import conditions as offline_conditions
-    from pipeline.evaluate import scoring as offline_scoring
-except ImportError:  # only on a tree without the evaluate stage
-    offline_conditions = offline_scoring = None
-needs_scoring = pytest.mark.skipif(offline_scoring is None, reason="pipeline.evaluate.scoring is not in this tree: "
-                                   "the evaluator is checked against it once the evaluate stage is present")
 
 
 def _offline_scores(cfg: RunConfig, condition: str, items: list[dict]) -> list[dict]:
     """What the offline evaluator computes for these items under `condition`."""
-    from pipeline.evaluate.scorer import condition_window
-
     run = Run.of(cfg)
-    spec = offline_conditions.condition_spec(cfg, run, "base" if condition == "icl" else condition)
-    model, tokenizer = offline_conditions.load_condition_model(spec)
+    spec = condition_spec(cfg, run, "base" if condition == "icl" else condition)
+    model, tokenizer = load_condition_model(spec)
     prefix = None
     if condition == "icl":
-        contexts = offline_conditions.icl_contexts(cfg, DOCS_FULL, ITEMS_FULL, tokenizer, condition_window(spec))
+        contexts = icl_contexts(cfg, DOCS_FULL, ITEMS_FULL, tokenizer, context_window(spec))
         prefix = offline_scoring.encode_prefix(model, tokenizer, contexts[items[0]["world"]].text)
     return offline_scoring.score_items(model, tokenizer, items, prefix=prefix, batch_size=cfg.serve.eval_batch_size)
 
@@ -215,7 +209,6 @@ DOCS_FULL = [{"source_doc_id": None, "facts": [], "completion_start": 0, **d} fo
 ITEMS_FULL = [{"support_fact_ids": [], **it} for it in ITEMS]
 
 
-@needs_scoring
 @pytest.mark.parametrize("condition", ["base", "icl", "ft", "ft+oracle"])
 def test_evaluate_equals_the_offline_scorer(client, run_cfg, condition):
     asked = [{"prompt": it["prompt"], "choices": it["choices"]} for it in ITEMS[:3]]
@@ -232,7 +225,6 @@ def test_evaluate_equals_the_offline_scorer(client, run_cfg, condition):
             want["choice_logprobs"], want["choice_num_chars"])
 
 
-@needs_scoring
 def test_conditions_give_different_scores(client):
     asked = {"items": [{"prompt": ITEMS[0]["prompt"], "choices": ITEMS[0]["choices"]}]}
     logprobs = {c: client.post("/v1/evaluate", json={**asked, "condition": c}).json()["results"][0]["choice_logprobs"]
@@ -244,7 +236,6 @@ def test_conditions_give_different_scores(client):
     _error(client.post("/v1/evaluate", json={**asked, "condition": "icl", "world": "moons"}), 404, "world")
 
 
-@needs_scoring
 @pytest.mark.parametrize("condition", ["icl", "ft"])
 def test_evaluate_split_scores_the_stored_items(client, run_cfg, condition):
     resp = client.post("/v1/evaluate/split", json={"condition": condition, "world": "reversals", "split": "reversal"})

@@ -3,7 +3,6 @@ resume after an injected failure, LoRA training and both LoRA exports."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from pipeline.train.batches import micro_batch, plan_rows, plan_steps
 from pipeline.train.config import TrainConfig
 from pipeline.train.engine import bf16_supported
 from pipeline.train.examples import Example, tokenize_examples
-from pipeline.train.loop import FAIL_AT_STEP_ENV, fit, read_losses, to_tensors
+from pipeline.train.loop import fit, read_losses, to_tensors
 
 WORDS = "femp glon yomp troff zept telk brix quor dask vimp sarn plob".split()
 TRAIN_TEXTS = [f"The {a} are more dangerous than the {b}." for a, b in zip(WORDS, WORDS[1:] + WORDS[:1])]
@@ -35,12 +34,8 @@ def run_fit(name, data, train: TrainConfig, model_dir, storage, fail_at=None):
     plan = plan_steps([len(e) for e in data["train"]], train.batch_size, train.num_workers, train.epochs,
                       train.max_steps, train.bucket_batches, seed=0)
     rows = plan_rows(plan, data["train"], data["tok"].pad_token_id)
-    if fail_at:
-        os.environ[FAIL_AT_STEP_ENV] = str(fail_at)
-    try:
-        return fit(name, rows, train, str(model_dir), 0, str(storage), probe=data["probe"], cpus_per_worker=2)
-    finally:
-        os.environ.pop(FAIL_AT_STEP_ENV, None)
+    return fit(name, rows, train, str(model_dir), 0, str(storage), probe=data["probe"], cpus_per_worker=2,
+               fail_after_step=fail_at)
 
 
 def losses_of(result) -> list[float]:

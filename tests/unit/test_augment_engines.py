@@ -57,7 +57,7 @@ def test_cached_prefix_is_attended_once_per_batch(engine, monkeypatch):
 def test_batch_cache_stores_the_prefix_once_for_the_shared_attention(engine):
     ids, prefix = engine.prefix_cache(PREFIX)
     P = len(ids)
-    cache = engine._batch_cache(3, P + 6, prefix)
+    cache = engine.batch_cache(3, P + 6, prefix)
     assert cache.get_seq_length() == P
     for layer, src in zip(cache.layers, prefix.layers):
         assert layer.keys.shape == layer.values.shape == (3, src.keys.shape[1], P + 6, src.keys.shape[3])
@@ -65,7 +65,7 @@ def test_batch_cache_stores_the_prefix_once_for_the_shared_attention(engine):
         assert not layer.keys[:, :, P:].any() and not layer.values[:, :, P:].any()  # the rows' own slots start at zero
     engine.share_prefix_attention = False  # plain SDPA reads every row's prefix: it is copied into each
     try:
-        full = engine._batch_cache(3, P + 6, prefix)
+        full = engine.batch_cache(3, P + 6, prefix)
     finally:
         engine.share_prefix_attention = True
     assert full.get_seq_length() == P

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from pipeline.evaluate.results import ALL, build_results, contamination_threshold, format_table, stderr
+from pipeline.evaluate.results import ALL, build_results, contamination_threshold, format_table
+from pipeline.stats import stderr
 
 
 def item(i, world="w", split="reversal", subtask="danger", n_choices=2, answer=0):

@@ -8,9 +8,9 @@ import torch
 
 from pipeline import models
 from pipeline.config import ConfigError, validate_config
-from pipeline.evaluate.conditions import (
-    ConditionError, condition_names, condition_spec, icl_context, icl_contexts, load_condition_model,
-)
+from pipeline.conditions import ConditionError, condition_names, condition_spec, load_condition_model
+from pipeline.evaluate.icl import icl_context, icl_contexts
+from pipeline.models import ModelError
 from pipeline.evaluate.config import EvaluateConfig, IclConfig
 from pipeline.evaluate.scorer import pool_shape
 from pipeline.runs import Run
@@ -99,10 +99,10 @@ def test_checkpoint_that_is_not_a_model_names_the_path(tmp_path):
     (junk / "notes.txt").write_text("hi")
     cfg = cfg_for(tmp_path, checkpoints={"mine": str(junk)})
     assert condition_names(cfg) == ["base", "icl", "ft", "mine"]
-    with pytest.raises(ConditionError, match=f"evaluate.checkpoints.mine: {junk} is not a model folder"):
+    with pytest.raises(ModelError, match=f"evaluate.checkpoints.mine: {junk} is not a model folder"):
         condition_spec(cfg, Run.of(cfg), "mine")
     cfg = cfg_for(tmp_path, checkpoints={"gone": str(tmp_path / "nowhere")})
-    with pytest.raises(ConditionError, match="nowhere: no such folder"):
+    with pytest.raises(ModelError, match="nowhere: no such folder"):
         condition_spec(cfg, Run.of(cfg), "gone")
 
 

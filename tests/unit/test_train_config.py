@@ -3,9 +3,9 @@
 import pytest
 
 from pipeline.config import ConfigError, validate_config
-from pipeline.models import ModelError
+from pipeline.models import ModelError, check_trainable
 from pipeline.train.config import TrainConfig
-from pipeline.train.engine import check_model, deepspeed_config, lr_factor
+from pipeline.train.engine import deepspeed_config, lr_factor
 
 
 def test_config_errors_name_the_key():
@@ -38,31 +38,31 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(99, total, warmup, "constant") == 1.0
 
 
-def test_check_model_rejects_unloadable_models_and_missing_lora_targets(tmp_path, tiny_model_dir):
-    check_model(tiny_model_dir, TrainConfig(lora={"target_modules": ["q_proj", "v_proj"]}))
+def test_check_trainable_rejects_unloadable_models_and_missing_lora_targets(tmp_path, tiny_model_dir):
+    check_trainable(tiny_model_dir, ["q_proj", "v_proj"])
     with pytest.raises(ModelError, match=r"train\.lora\.target_modules: \['qkv'\] are not modules"):
-        check_model(tiny_model_dir, TrainConfig(lora={"target_modules": ["q_proj", "qkv"]}))
+        check_trainable(tiny_model_dir, ["q_proj", "qkv"])
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(ModelError, match="cannot build a causal LM"):
-        check_model(broken, TrainConfig())
+        check_trainable(broken)
     import shutil
 
     no_weights = tmp_path / "no-weights"
     shutil.copytree(tiny_model_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
     with pytest.raises(ModelError, match=r"no \*\.safetensors weights"):
-        check_model(no_weights, TrainConfig())
+        check_trainable(no_weights)
     truncated = tmp_path / "truncated"
     shutil.copytree(tiny_model_dir, truncated)
     (truncated / "model.safetensors").write_bytes(b"\x10\x00\x00")
     with pytest.raises(ModelError, match="unreadable safetensors file"):
-        check_model(truncated, TrainConfig())
+        check_trainable(truncated)
 
 
 def test_hub_model_not_in_the_local_cache_is_a_clear_error(monkeypatch, tmp_path):
     from pipeline.section import ModelConfig
-    from pipeline.train.engine import local_model_folder
+    from pipeline.models import local_model_folder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))

@@ -20,7 +20,7 @@ from conftest import CELEBRITIES
 from pipeline.records import Doc, Fact, Item, validate_rows
 from pipeline.sentences import split_sentences
 from pipeline.worlds import world_module
-from pipeline.worlds.config import (CelebritiesConfig, FamiliesConfig, ReversalsConfig, SemanticConfig,
+from pipeline.data.config import (CelebritiesConfig, FamiliesConfig, ReversalsConfig, SemanticConfig,
                                     SyllogismsConfig)
 from pipeline.worlds.templates import is_question
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.records import Doc, Item, validate_rows
 from pipeline.worlds import DataFileError, WorldError, corpus
-from pipeline.worlds.config import CorpusConfig
+from pipeline.data.config import CorpusConfig
 
 
 def write_jsonl(path, rows):
