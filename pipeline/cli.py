@@ -7,10 +7,12 @@ traceback only with --debug).
 from __future__ import annotations
 
 import argparse
-import os
+import logging
 import sys
 import traceback
+from pathlib import Path
 
+from pipeline import logs
 from pipeline.config import ConfigError, load_config
 from pipeline.records import RecordError
 from pipeline.runs import Run
@@ -25,6 +27,9 @@ HELP = {
     "run": "run every stage in order, skipping finished ones",
     "serve": "serve a finished run (evaluator and tuned models) on Ray Serve",
 }
+
+
+log = logging.getLogger("pipeline.cli")
 
 
 class UsageError(ValueError):
@@ -46,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="redo stages that already finished, and accept a changed config for an existing run folder")
         p.add_argument("--debug", action="store_true", help="print tracebacks on errors")
+        loud = p.add_mutually_exclusive_group()
+        loud.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final results")
+        loud.add_argument("-v", "--verbose", action="store_true", help="debug lines too, and libraries' INFO lines")
     return parser
 
 
@@ -53,6 +61,8 @@ def execute(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     run = Run.of(cfg)
     run.save_config(cfg, force=args.force)
+    if "://" not in str(run.dir):  # every line, libraries' included, also goes to the run folder
+        logs.configure(args.verbose - args.quiet, Path(run.dir) / "logs" / f"{args.command}.log")
     if args.command == "serve":
         from serve.app import main as serve_main
 
@@ -67,16 +77,14 @@ def execute(args: argparse.Namespace) -> int:
     else:
         for name in names:
             run_stage(name, cfg, run, force=args.force)
-    print(f"outputs: {run.dir.resolve()}")
+    log.info(f"outputs: {run.dir.resolve()}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Ray Data logs its progress every 10 s when stdout is not a terminal (CI, `ray job submit`);
-    # once a minute is enough beside the stages' own progress lines.
-    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
+    logs.configure(args.verbose - args.quiet)
     try:
         return execute(args)
     except (ConfigError, UsageError) as err:

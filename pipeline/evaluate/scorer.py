@@ -19,7 +19,18 @@ import pyarrow as pa
 
 from pipeline.conditions import ConditionSpec, load_condition_model
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.evaluate.scoring import Prefix, Request, check_window, collect, encode_prefix, item_requests, pad_id, plan_batches, score_batch
+from pipeline.evaluate.scoring import (
+    Prefix,
+    Request,
+    check_window,
+    collect,
+    encode_prefix,
+    item_requests,
+    pad_id,
+    plan_batches,
+    score_batch,
+)
+from pipeline.logs import Progress
 
 
 @dataclass(frozen=True)
@@ -157,5 +168,11 @@ def score_on_ray(specs: dict[str, ConditionSpec], items: list[dict], plans: dict
         batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=shape.actors),
         num_cpus=shape.threads, num_gpus=shape.gpus_per_actor,
     )
-    return _assemble(items, plans, scored.take_all())
+    rows: list[dict] = []
+    with Progress(sum(len(p.requests) for p in plans.values()), "scoring", unit="seq") as progress:
+        for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+            part = batch.to_pylist()
+            rows += part
+            progress.update(len(part), condition=part[-1]["condition"] if part else "-")
+    return _assemble(items, plans, rows)
 

@@ -8,16 +8,35 @@ no Ray, no model weights loaded (the parameter count is read from the safetensor
 from __future__ import annotations
 
 import json
+import logging
 
 from pipeline.augment.audit import audit_entries
 from pipeline.config import RunConfig
+from pipeline.logs import results_logger
+from pipeline.records import write_text
 from pipeline.report.cost import CostInputs, cost_rows, format_flops
 from pipeline.report.inputs import cost_inputs, split_rows
 from pipeline.report.plots import accuracy_plot
-from pipeline.records import write_text
 from pipeline.runs import Run
 
+log = logging.getLogger(__name__)
 NEEDS_RAY = False
+#: What the report depends on (see pipeline.fingerprint): its own section, the names it prints,
+#: the model (its parameter count), and the stages whose results, audit and timings it reads.
+CONFIG_KEYS = ("name", "seed", "model.ref", "conditions", "report")
+
+
+def upstream(cfg: RunConfig) -> tuple[str, ...]:
+    return (("data",) + (("augment",) if cfg.strategies() else ()) + (("train",) if cfg.ft_conditions() else ())
+            + ("evaluate",))
+
+
+def model_refs(cfg: RunConfig) -> dict:
+    return {"model": cfg.model}
+
+
+def outputs(cfg: RunConfig) -> list[str]:
+    return ["report.md", "plots"]
 
 
 def run(cfg: RunConfig, run: Run) -> dict:
@@ -38,7 +57,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
     costs = cost_rows(inputs, conditions)
     text = render(cfg, rows, conditions, results, plots, audit, costs, inputs)
     write_text(run.path("report.md"), text)
-    print(text.split("## Augmentation audit")[0].rstrip())
+    results_logger("report").info("%s", text.split("## Augmentation audit")[0].rstrip())
     return {"plots": plots, "worlds": worlds, "conditions": conditions,
             "cost": [{k: v for k, v in r.items()} for r in costs]}
 

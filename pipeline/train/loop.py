@@ -24,6 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
+from pipeline.logs import Progress
 from pipeline.train.config import TrainConfig
 
 # Progress goes through logging: Ray Train's workers send a print both to the console and to the
@@ -131,7 +132,7 @@ def train_loop(config: dict) -> None:
     setup_seconds = time.perf_counter() - setup_start
 
     step, tokens, computed, data_seconds = 0, 0, 0, 0.0
-    log_every = max(1, total // 10)
+    progress = Progress(total - start, f"train {config['name']}", unit="steps", logger=log) if rank == 0 else None
     train_start = fetch_start = time.perf_counter()
     engine.train()
     for row in itertools.chain([first] if first is not None else [], rows):
@@ -145,13 +146,15 @@ def train_loop(config: dict) -> None:
         losses.append(_mean_over_workers(float(loss.item()), world))
         tokens += int(sum(row["lengths"]))
         computed += int(row["rows"]) * int(row["width"])
-        if rank == 0 and (step % log_every == 0 or step == total):
-            log.info(f"[train {config['name']}] step {step}/{total} loss {losses[-1]:.4f} lr {engine.get_lr()[0]:.2e}")
+        if progress is not None:
+            progress.update(1, step=f"{step}/{total}", loss=f"{losses[-1]:.4f}", lr=f"{engine.get_lr()[0]:.2e}")
         _maybe_fail(config, step, rank)
         if train.checkpoint_every and step % train.checkpoint_every == 0 and step < total:
             _save_checkpoint(engine, step, losses, rank)
         fetch_start = time.perf_counter()
     train_seconds = time.perf_counter() - train_start
+    if progress is not None:
+        progress.close(loss=f"{losses[-1]:.4f}" if losses else "-")
     if step != total:
         raise RuntimeError(f"worker {rank} got {step} batches from its data shard, expected {total}")
 
@@ -185,7 +188,14 @@ def fit(
     `fail_after_step`: rank 0 raises once after that step (fault injection for resume tests)."""
     import ray
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     total = len(rows) // train.num_workers
@@ -208,6 +218,7 @@ def fit(
             name=name, storage_path=str(storage_path),
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
+            logging_config=LoggingConfig(log_level="WARNING"),  # the worker loop logs our own progress
         ),
         datasets={"train": dataset},
         dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),

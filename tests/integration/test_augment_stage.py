@@ -60,14 +60,12 @@ def test_stage_output_and_an_interrupted_run_resumed_with_every_row_exactly_once
         if written >= 2:
             raise RuntimeError("injected fault after 2 shards")
 
-    monkeypatch.setattr(stage, "AFTER_SHARD", fail_after_two)
     with pytest.raises(RuntimeError, match="injected fault"):
-        stage.run(cfg, run)
+        stage.run(cfg, run, after_shard=fail_after_two)
     shard_dir = run.path("augment", "shards")
     first = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
     assert len(first) == 2 and not run.path("augment", "audit.json").exists()
 
-    monkeypatch.setattr(stage, "AFTER_SHARD", None)
     stage.run(cfg, run)
     after = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
     assert len(after) == 8 and all(after[name] == t for name, t in first.items())  # finished shards were kept

@@ -43,7 +43,7 @@ def test_data_writes_records_and_prints_the_summary(tmp_path, capsys, tiny_model
     if CELEBRITIES.is_dir():
         data["celebrities"] = {"path": str(CELEBRITIES), "per_group": 2, "train_templates": 2, "test_templates": 1}
     assert main(["data", str(write_config(tmp_path, "r", data))]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # the pipeline logs to stderr
     run_dir = tmp_path / "runs" / "r"
     docs, items, facts = (read_records(run_dir / "data" / f, k) for f, k in zip(FILES, (Doc, Item, Fact)))
     summary = json.loads((run_dir / "manifests" / "data.json").read_text())["summary"]

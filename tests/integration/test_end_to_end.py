@@ -106,9 +106,11 @@ def test_ray_job_submit_on_a_local_cluster(tmp_path):
         assert proc.returncode == 0 and "succeeded" in proc.stdout, (
             proc.stdout[-3000:] + proc.stderr[-3000:] + (agent_log.read_text()[-3000:] if agent_log else ""))
         _check_run(out / "smoke", __import__("yaml").safe_load((out / "smoke" / "config.yaml").read_text())["conditions"])
-        # the workers' progress reaches the job's log, each line once
-        progress = [line for line in proc.stdout.splitlines() if "[train ft] step " in line]
-        assert progress and len(progress) == len(set(progress)), progress
+        # the workers' progress (steps done, rate) reaches the job's log, each line once, and Ray
+        # Train's placement-group cleaner does not fill it with State API warnings
+        progress = [line for line in proc.stdout.splitlines() if "train ft: 6/6 (100%)" in line and "steps/s" in line]
+        assert len(progress) == 1, proc.stdout[-3000:]
+        assert "Failed to query Ray Train Controller" not in proc.stdout
         # without the token the cluster refuses the job API
         bad = subprocess.run([str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{dash}"],
                              env={**env, "RAY_AUTH_TOKEN": "wrong" * 6}, capture_output=True, text=True, timeout=120)

@@ -51,12 +51,13 @@ def ft_folder(tmp_path_factory):
     return models.build_tiny_model(tmp_path_factory.mktemp("ft") / "model", seed=1)  # a different model
 
 
-def test_stage_writes_scores_and_results(tmp_path, ray_cluster, ft_folder, capsys):
+def test_stage_writes_scores_and_results(tmp_path, ray_cluster, ft_folder, caplog):
     cfg, run, items = make_run(tmp_path)
     models_dir = run.path("models", "ft")
     models_dir.parent.mkdir(parents=True)
     models_dir.symlink_to(ft_folder)
-    summary = run_stage("evaluate", cfg, run)
+    with caplog.at_level("INFO", logger="pipeline"):
+        summary = run_stage("evaluate", cfg, run)
 
     scores = {c: read_records(run.path("scores", f"{c}.parquet"), Score) for c in ("base", "icl", "ft")}
     for condition, rows in scores.items():
@@ -79,7 +80,7 @@ def test_stage_writes_scores_and_results(tmp_path, ray_cluster, ft_folder, capsy
     assert results["icl"]["reversals"]["num_docs"] == 5 and results["icl"]["reversals"]["prefix_tokens"] > 100
     assert results["timing"]["icl"]["sequences"] == sum(len(it["choices"]) for it in items)
     assert summary["conditions"] == ["base", "icl", "ft"] and summary["items"] == 10
-    table = capsys.readouterr().out
+    table = caplog.text
     base = next(r for r in results["rows"] if (r["condition"], r["world"], r["split"]) == ("base", "reversals", "reversal"))
     assert re.search(rf"^reversals +reversal +{base['n']} +{base['chance']:.2f} +{base['acc']:.2f}±", table, re.M)
 
