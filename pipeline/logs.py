@@ -23,7 +23,8 @@ DATEFMT = "%H:%M:%S"
 NOISY = ("ray", "deepspeed", "transformers", "filelock", "urllib3", "httpx", "peft", "accelerate")
 #: Loggers silenced below ERROR everywhere: without the dashboard (local clusters start without it)
 #: Ray Train's placement-group cleaner warns every few seconds that the State API is missing.
-SILENCED = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+SILENCED = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",
+            "ray.data._internal.progress")  # "Progress bars disabled" once per dataset
 #: Packages whose lines are tagged with the stage they serve.
 TAGS = {"worlds": "data", "augment": "augment", "train": "train", "evaluate": "evaluate", "report": "report", "data": "data"}
 #: Suffix of the loggers that print a stage's results (`results_logger`): shown even with --quiet.
@@ -109,6 +110,8 @@ def worker_setup() -> None:
 
     if ray.is_initialized():
         os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    # loggers without a level of their own (some are named after their file) fall back to the root's
+    logging.getLogger().setLevel(logging.WARNING)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in SILENCED:

@@ -14,7 +14,8 @@ def console():
     """A stream for the console handler; logging restored afterwards."""
     stream = io.StringIO()
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level, {n: logging.getLogger(n).level for n in (*logs.NOISY, *logs.SILENCED)})
+    saved = (list(root.handlers), root.level,
+             {n: logging.getLogger(n).level for n in (*logs.NOISY, *logs.SILENCED, "pipeline", "serve")})
     yield stream
     for h in list(root.handlers):
         if getattr(h, "_knowledge_lab", False):
@@ -74,3 +75,13 @@ def test_tags():
     assert logs.tag("pipeline.worlds.semantic") == "data"
     assert logs.tag("pipeline.cli") == "pipeline"
     assert logs.tag("ray.train._internal") == "ray"
+
+
+def test_worker_setup_keeps_our_info_and_quiets_the_rest(console):
+    logs.worker_setup()  # outside Ray: levels only
+    assert logging.getLogger().level == logging.WARNING
+    assert logging.getLogger("pipeline.train.loop").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("ray.train").getEffectiveLevel() == logging.WARNING
+    # a library logger named after its file has no level of its own: it falls back to the root's
+    assert logging.getLogger("/site-packages/ray/train/v2/_internal/execution/context.py").getEffectiveLevel() == logging.WARNING
+    assert all(logging.getLogger(n).getEffectiveLevel() == logging.ERROR for n in logs.SILENCED)
