@@ -20,13 +20,22 @@ from pipeline.runs import Run
 
 
 def build_app(cfg: RunConfig):
-    """The bound application (Ingress -> Generator, Evaluator) for cfg's run folder."""
+    """The bound application (Ingress -> Generator, Evaluator) for cfg's run folder.
+
+    API keys (serve.api_keys and KNOWLEDGE_LAB_API_KEYS, read here) reach the ingress only as
+    digests; the config the replicas get carries none."""
+    from serve.auth import configured_keys, digest, warn_if_exposed
+    from serve.engines import require_engine
     from serve.evaluator import Evaluator
     from serve.generator import Generator
     from serve.http_api import Ingress
 
     s = cfg.serve
+    require_engine(s.engine)
+    keys = configured_keys(s.api_keys)
+    warn_if_exposed(s.host, keys)
     raw = config_to_dict(cfg)
+    raw["serve"]["api_keys"] = []
     if Run.of(cfg).dir.is_dir():
         raw["output_dir"] = str(Run.of(cfg).dir.resolve().parent)  # replicas may run elsewhere
     health = (s.health_check_period_s, s.health_check_timeout_s)
@@ -36,7 +45,8 @@ def build_app(cfg: RunConfig):
     evaluator = Evaluator.options(**s.evaluator.deployment_options(*health)).bind(
         raw, s.max_models_per_replica, s.eval_batch_size, s.evaluator.threads(),
     )
-    return Ingress.options(**s.ingress.deployment_options(*health)).bind(raw, generator, evaluator)
+    digests = tuple(sorted({digest(k) for k in keys}))
+    return Ingress.options(**s.ingress.deployment_options(*health)).bind(raw, generator, evaluator, digests)
 
 
 def app_from_args(args: dict):

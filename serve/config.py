@@ -6,6 +6,8 @@ torch or FastAPI.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from pipeline.section import Section
@@ -76,6 +78,15 @@ class ServeConfig(Section):
     default_max_tokens: int = Field(16, gt=0, description="max_tokens of a request that does not set it.")
     max_tokens_cap: int = Field(256, gt=0, description="Largest max_tokens a request may ask for.")
     max_prompts: int = Field(16, gt=0, description="Largest number of prompts in one /v1/completions request.")
+    max_n: int = Field(4, gt=0, description="Largest `n` (completions per prompt) a request may ask for.")
+    max_logprobs: int = Field(5, ge=0, description="Largest `logprobs` / `top_logprobs` (alternatives per token).")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Accepted bearer keys (also KNOWLEDGE_LAB_API_KEYS, comma-separated); empty: no authentication.",
+    )
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="Generation engine: hf (transformers, CPU or GPU) or vllm (needs CUDA and the gpu extra).",
+    )
     max_items: int = Field(64, gt=0, description="Largest number of items in one /v1/evaluate request.")
     max_choices: int = Field(16, gt=1, description="Largest number of choices of one evaluated item.")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body in bytes (413 above it).")

@@ -5,7 +5,9 @@ function, and each condition is built by the offline evaluator's own code
 (`pipeline.conditions`: the model or merged LoRA adapter and its tokenizer; `pipeline.evaluate.icl`:
 for `icl` the world's context of origin=="train" documents), so a served score equals the offline one.
 The ICL context of a world is encoded once per replica and its KV cache reused. Model weights
-are multiplexed like the generator's; `icl` shares the `base` weights.
+are multiplexed like the generator's (a model in use is never evicted, `serve.loaded`); `icl`
+shares the `base` weights. Forward passes run one at a time (the model and its tokenizer are
+only used under `self.lock`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pipeline.config import RunConfig
 from pipeline.records import Doc, Item, read_records
 from pipeline.runs import Run
 from pipeline.stats import mean_stderr
-from serve.generator import LoadedModel, set_torch_threads
+from serve.generator import set_torch_threads
+from serve.loaded import LoadedModel, borrow
 from serve.schemas import ApiError
 
 
@@ -105,8 +108,7 @@ class Evaluator:
     async def _score(self, condition: str, items: list[dict]) -> list[dict]:
         from pipeline.evaluate.scoring import ScoringError, score_items
 
-        loaded = await self.get_model(serve.get_multiplexed_model_id())
-        async with self.lock:
+        async with borrow(self.get_model, serve.get_multiplexed_model_id()) as loaded, self.lock:
             prefix = await asyncio.to_thread(self._icl_prefix, loaded, items[0]["world"]) if condition == "icl" else None
             try:
                 return await asyncio.to_thread(score_items, loaded.model, loaded.tokenizer, items,

@@ -1,10 +1,13 @@
 """Generation deployment: the base model and every tuned condition, multiplexed on one pool.
 
 Each replica keeps at most `max_models_per_replica` models (least recently used evicted, via
-`serve.multiplexed`); the ingress routes a request with `multiplexed_model_id=<model>`, so Serve
-prefers replicas that already hold that model. Single prompts are batched with `serve.batch`;
-Serve splits a batch by multiplexed model id, and `generate_batch` is also handed each model's
-requests separately, so one forward pass never mixes models.
+`serve.multiplexed`; a model in use is evicted only once its requests are done, `serve.loaded`);
+the ingress routes a request with `multiplexed_model_id=<model>`, so Serve prefers replicas that
+already hold that model. Prompts are batched with a streaming `serve.batch`: Serve splits a batch
+by multiplexed model id, so one forward pass never mixes models, and the batch yields every
+request's next `Chunk` after each decoding step. `stream` hands those chunks on as they come
+(`handle.options(stream=True)`); `generate` returns their sum. A streaming batch holds its slot
+until its last token, so a few batches may run at once (`MAX_CONCURRENT_BATCHES`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from typing import AsyncIterator
 
 import ray
 from ray import serve
@@ -20,23 +24,12 @@ from pipeline.config import RunConfig
 from pipeline.runs import Run
 from pipeline.conditions import load_condition_model
 from serve.checkpoints import served_models
-from serve.generation import GenerationRequest, GenerationResult, generate_batch
+from serve.decoding import Chunk
+from serve.generation import GenerationRequest, GenerationResult, fold, make_decoder
+from serve.loaded import LoadedModel, borrow
 
-
-class LoadedModel:
-    """A model and its tokenizer as held by a replica."""
-
-    def __init__(self, name: str, model, tokenizer):
-        self.name, self.model, self.tokenizer = name, model, tokenizer
-
-    def __del__(self):
-        """Called by serve.multiplexed on eviction: drop the weights now, not at some later GC."""
-        model, self.model = getattr(self, "model", None), None
-        if model is not None and model.device.type == "cuda":
-            import torch
-
-            del model
-            torch.cuda.empty_cache()
+#: Batches decoding at once on a replica (each steps in its own worker thread).
+MAX_CONCURRENT_BATCHES = 4
 
 
 def set_torch_threads(n: int) -> str:
@@ -63,8 +56,8 @@ class Generator:
         # Wired at init so the cache size comes from the config, not the class definition.
         self.load_model = load  # serve.multiplexed keeps its LRU cache on this function object
         self.get_model = serve.multiplexed(max_num_models_per_replica=max_models_per_replica)(load)
-        self.generate_one.set_max_batch_size(max_batch_size)
-        self.generate_one.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.decode_batch.set_max_batch_size(max_batch_size)
+        self.decode_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     async def _load(self, model_id: str) -> LoadedModel:
         checkpoints = served_models(self.cfg, self.run)
@@ -74,27 +67,34 @@ class Generator:
         self.loads[model_id] += 1
         return LoadedModel(model_id, model, tokenizer)
 
-    async def generate(self, request: dict) -> dict:
-        """One prompt: `request` holds GenerationRequest's fields; returns GenerationResult's."""
-        model_id = serve.get_multiplexed_model_id()
-        result = await self.generate_one((model_id, GenerationRequest(**request)))
-        return result.__dict__
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """One prompt's chunks as they are decoded (call with `handle.options(stream=True)`)."""
+        async for chunk in self.decode_batch((serve.get_multiplexed_model_id(), request)):
+            yield chunk
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def generate_one(self, batch: list[tuple[str, GenerationRequest]]) -> list[GenerationResult]:
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """One prompt, generated to the end."""
+        return fold([chunk async for chunk in self.stream(request)])
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, max_concurrent_batches=MAX_CONCURRENT_BATCHES)
+    async def decode_batch(self, batch: list[tuple[str, GenerationRequest]]) -> AsyncIterator[list]:
+        """Decode a batch of one model's requests; after each step, one chunk per request
+        (StopIteration for a request that is done)."""
+        models = {model_id for model_id, _ in batch}
+        if len(models) != 1:  # Serve splits batches by multiplexed model id; never mix models
+            raise RuntimeError(f"a generation batch mixes models {sorted(models)}")
         self.batch_sizes[len(batch)] += 1
-        results: list[GenerationResult | None] = [None] * len(batch)
-        by_model: dict[str, list[int]] = {}
-        for i, (model_id, _) in enumerate(batch):
-            by_model.setdefault(model_id, []).append(i)
-        for model_id, indices in by_model.items():
-            loaded = await self.get_model(model_id)
-            outs = await asyncio.to_thread(
-                generate_batch, loaded.model, loaded.tokenizer, [batch[i][1] for i in indices]
-            )
-            for i, out in zip(indices, outs):
-                results[i] = out
-        return results  # type: ignore[return-value]
+        async with borrow(self.get_model, models.pop()) as loaded:
+            decoder = await asyncio.to_thread(
+                make_decoder, loaded.model, loaded.tokenizer, [req for _, req in batch],
+                lambda text, special: loaded.tokenize(text, special), loaded.decode)
+            step = decoder.prefill
+            while True:
+                chunks = await asyncio.to_thread(step)
+                yield [StopIteration if chunk is None else chunk for chunk in chunks]
+                if decoder.done:
+                    return
+                step = decoder.step
 
     def stats(self) -> dict:
         """What this replica loaded, evicted and holds now (most recently used last)."""

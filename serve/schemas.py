@@ -1,14 +1,16 @@
-"""Request bodies of the HTTP API (pydantic, strict types, unknown fields rejected) and ApiError.
+"""Request bodies of the evaluator routes (pydantic, strict types, unknown fields rejected),
+ApiError, OpenAI's error shape, and the field path an error names.
 
-The OpenAI-compatible subset: `model`, `prompt` / `messages`, `max_tokens`, `temperature`,
-`top_p`, `stop`, `n` (1 only), `stream` (false only), `user`. Limits that come from the config
-(max_tokens cap, number of prompts or items, context window) are checked by the ingress and
-reported the same way: a 4xx whose JSON names the offending field.
+The evaluator's routes are this server's own API, so a misspelt field is an error there; the
+OpenAI-compatible bodies (`serve.openai_schemas`) ignore unknown fields as OpenAI clients expect.
+Limits that come from the config (number of items, context window) are checked by the ingress
+and reported the same way: a 4xx whose JSON names the offending field.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from functools import lru_cache
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -43,39 +45,6 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class SamplingFields(StrictBody):
-    model: NonBlank = Field(..., description="A served model: 'base' or a tuned condition (GET /v1/models).")
-    max_tokens: int | None = Field(None, ge=1, description="Tokens to generate; default and cap from the config.")
-    temperature: float = Field(1.0, ge=0, le=2, description="0 decodes greedily.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (ignored when greedy).")
-    stop: NonEmpty | list[NonEmpty] | None = Field(None, description="Up to 4 strings that end the text.")
-    n: Literal[1] = Field(1, description="Completions per prompt; only 1 is supported.")
-    stream: Literal[False] = Field(False, description="Streaming is not supported; must be false.")
-    user: str | None = Field(None, description="Caller id (accepted, unused).")
-
-    def stop_strings(self) -> tuple[str, ...]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 4:
-            raise ApiError(400, "stop", f"at most 4 stop strings, got {len(stops)}")
-        return tuple(stops)
-
-
-class CompletionRequest(SamplingFields):
-    prompt: NonBlank | list[NonBlank] = Field(..., description="A prompt or a list of prompts.")
-
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
-
-class ChatMessage(StrictBody):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(..., min_length=1, description="The conversation so far.")
-
-
 class EvalItem(StrictBody):
     prompt: NonBlank
     choices: list[NonBlank] = Field(..., min_length=2, description="Continuations scored after the prompt.")
@@ -95,8 +64,14 @@ class EvaluateSplitRequest(StrictBody):
     split: NonBlank
 
 
-_FIELDS = {name for m in (CompletionRequest, ChatCompletionRequest, ChatMessage, EvalItem, EvaluateRequest,
-                          EvaluateSplitRequest) for name in m.model_fields}
+@lru_cache(maxsize=1)
+def _fields() -> frozenset[str]:
+    """Every field name of every request body (the OpenAI ones live in serve.openai_schemas)."""
+    from serve import openai_schemas as o
+
+    bodies = (o.CompletionRequest, o.ChatCompletionRequest, o.ChatMessage, o.ContentPart, o.StreamOptions,
+              o.TokenizeRequest, o.DetokenizeRequest, EvalItem, EvaluateRequest, EvaluateSplitRequest)
+    return frozenset(name for m in bodies for name in m.model_fields)
 
 
 def field_path(loc: tuple, unknown_field: bool = False) -> str:
@@ -113,6 +88,6 @@ def field_path(loc: tuple, unknown_field: bool = False) -> str:
             out += f".{p}" if out else p
         elif isinstance(p, int) and out:  # a bare index is a position in malformed JSON, not a field
             out += f"[{p}]"
-        elif p in _FIELDS:
+        elif p in _fields():
             out += f".{p}" if out else p
     return out or "body"

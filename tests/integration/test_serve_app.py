@@ -21,6 +21,7 @@ from pipeline.models import load_model, load_tokenizer
 from pipeline.records import Doc, Item, write_records
 from pipeline.runs import Run
 from serve.checkpoints import served_models
+from serve.decoding import SamplingParams
 from serve.generation import GenerationRequest, generate_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -101,7 +102,7 @@ def client(ray_cluster, run_cfg):
 
 def _local_greedy(cfg: RunConfig, model_name: str, prompt: str, max_tokens: int, chat: bool = False) -> str:
     model, _ = load_condition_model(served_models(cfg, Run.of(cfg))[model_name])
-    req = GenerationRequest(prompt, max_tokens, add_special_tokens=not chat)
+    req = GenerationRequest(prompt, SamplingParams(max_tokens), add_special_tokens=not chat)
     return generate_batch(model, load_tokenizer(cfg.model), [req])[0].text
 
 
@@ -303,13 +304,26 @@ BAD_REQUESTS = [
     ("/v1/completions", {**GOOD, "model": "ft+global"}, 404, "model"),
     ("/v1/completions", {k: v for k, v in GOOD.items() if k != "model"}, 400, "model"),
     ("/v1/completions", {**GOOD, "best_of": 2}, 400, "best_of"),
-    ("/v1/completions", {**GOOD, "stream": True}, 400, "stream"),
-    ("/v1/completions", {**GOOD, "n": 2}, 400, "n"),
+    ("/v1/completions", {**GOOD, "stream": "yes"}, 400, "stream"),
+    ("/v1/completions", {**GOOD, "n": 5}, 400, "n"),
+    ("/v1/completions", {**GOOD, "n": 0}, 400, "n"),
+    ("/v1/completions", {**GOOD, "logprobs": 6}, 400, "logprobs"),
+    ("/v1/completions", {**GOOD, "prompt": [5, 9999]}, 400, "prompt"),
+    ("/v1/completions", {**GOOD, "prompt": []}, 400, "prompt"),
+    ("/v1/completions", {**GOOD, "suffix": "end"}, 400, "suffix"),
+    ("/v1/completions", {**GOOD, "logit_bias": {"5": 1.0}}, 400, "logit_bias"),
+    ("/v1/completions", {**GOOD, "presence_penalty": 3}, 400, "presence_penalty"),
     ("/v1/completions", {**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("/v1/completions", [GOOD], 400, "body"),
     ("/v1/chat/completions", {**CHAT, "messages": []}, 400, "messages"),
     ("/v1/chat/completions", {**CHAT, "messages": [{"role": "robot", "content": "Hi"}]}, 400, "messages[0].role"),
     ("/v1/chat/completions", {**CHAT, "model": "icl"}, 404, "model"),
+    ("/v1/chat/completions", {**CHAT, "top_logprobs": 2}, 400, "top_logprobs"),
+    ("/v1/chat/completions", {**CHAT, "logprobs": True, "top_logprobs": 6}, 400, "top_logprobs"),
+    ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 33}, 400, "max_completion_tokens"),
+    ("/v1/chat/completions", {**CHAT, "tools": [{"type": "function"}]}, 400, "tools"),
+    ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
+     "messages[0].content[0].type"),
     ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "choices": []}]}, 400, "items[0].choices"),
     ("/v1/evaluate", {"condition": "base", "items": [{**ITEM, "choices": ["one"]}]}, 400, "items[0].choices"),
     ("/v1/evaluate", {"condition": "base", "items": [ITEM, {**ITEM, "choices": ["a", " "]}]}, 400, "items[1].choices[1]"),
@@ -347,7 +361,8 @@ def test_a_broken_checkpoint_is_a_json_server_error_and_others_keep_serving(clie
     folder = Run.of(run_cfg).path("models", "ft+local")
     folder.mkdir()
     try:
-        (folder / "config.json").write_text("{}")  # a half-written export: no weights, no model type
+        (folder / "config.json").write_text("{}")  # a broken export: no model type, unreadable weights
+        (folder / "model.safetensors").write_bytes(b"not safetensors")
         resp = client.post("/v1/completions", json=GOOD | {"model": "ft+local"})
         assert resp.status_code == 500, resp.text
         err = resp.json()["error"]
