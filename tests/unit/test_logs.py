@@ -31,14 +31,14 @@ def test_console_shows_the_pipeline_tagged_by_stage_and_keeps_library_info_in_th
     logs.configure(0, log_file, stream=console)
     logging.getLogger("pipeline.train.stage").info("ft: 6 steps")
     logging.getLogger("pipeline.worlds.families").info("built")
-    logging.getLogger("ray.data").info("Running Dataset")
+    logging.getLogger("transformers").info("Loading weights")
     logging.getLogger("deepspeed").warning("a real problem")
     logging.getLogger(logs.SILENCED[0]).warning("Failed to query Ray Train Controller actor state")
     lines = console.getvalue().splitlines()
     assert [line.split(" ", 1)[1] for line in lines] == [
         "[train] ft: 6 steps", "[data] built", "[deepspeed] a real problem"]
     text = log_file.read_text()
-    assert "ray.data: Running Dataset" in text and "pipeline.train.stage: ft: 6 steps" in text
+    assert "transformers: Loading weights" in text and "pipeline.train.stage: ft: 6 steps" in text
     assert "Failed to query" not in text
 
 
