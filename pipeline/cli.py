@@ -26,6 +26,7 @@ HELP = {
     "report": "write report.md, plots/ and the cost model from the scores",
     "run": "run every stage in order, skipping finished ones",
     "serve": "serve a finished run (evaluator and tuned models) on Ray Serve",
+    "status": "show each stage: done, stale (and why) or missing, with timing and key numbers; exit 0 when complete",
 }
 
 
@@ -49,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
         p.add_argument("--force", action="store_true",
-                       help="redo stages that already finished, and accept a changed config for an existing run folder")
+                       help="redo the stage (every stage, for run) even if done and current; later stages then rerun too")
+        p.add_argument("--reconfigure", action="store_true",
+                       help="accept a config that differs from the one saved in the run folder; the stages that "
+                       "read a changed key rerun (a folder where no stage finished accepts a new config anyway)")
         p.add_argument("--debug", action="store_true", help="print tracebacks on errors")
         loud = p.add_mutually_exclusive_group()
         loud.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the final results")
@@ -60,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 def execute(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     run = Run.of(cfg)
-    run.save_config(cfg, force=args.force)
+    if args.command == "status":
+        from pipeline.status import format_status, status_rows
+
+        rows = status_rows(cfg, run)
+        logs.results_logger("status").info("%s", format_status(rows, run))
+        return 0 if all(r["state"] == "done" for r in rows) else 1
+    run.save_config(cfg, reconfigure=args.reconfigure)
     if "://" not in str(run.dir):  # every line, libraries' included, also goes to the run folder
         logs.configure(args.verbose - args.quiet, Path(run.dir) / "logs" / f"{args.command}.log")
     if args.command == "serve":
@@ -68,10 +78,10 @@ def execute(args: argparse.Namespace) -> int:
 
         return serve_main(cfg, run) or 0
     names = list(STAGES) if args.command == "run" else [args.command]
-    if needs_ray(names, run, args.force):
+    if needs_ray(names, cfg, run, args.force):
         from pipeline.ray_session import ray_session
 
-        with ray_session(cfg.ray):
+        with ray_session(cfg.ray, run.dir):
             for name in names:
                 run_stage(name, cfg, run, force=args.force)
     else:

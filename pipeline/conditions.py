@@ -14,12 +14,12 @@ Evaluate, report and serve all use this module; it imports nothing of theirs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline import models
+from pipeline import models, storage
 from pipeline.models import ModelError
 from pipeline.section import ModelConfig
+from pipeline.storage import AnyPath
 
 if TYPE_CHECKING:
     from pipeline.config import RunConfig
@@ -67,13 +67,16 @@ class ConditionSpec:
     contexts: tuple[tuple[str, str], ...] = ()  # (world, ICL prefix text); empty: no prefix
 
     @property
-    def folder(self) -> Path | None:
-        """The condition's own folder; None when it scores with the run model's weights."""
-        return None if self.model == self.base else Path(self.model.ref)
+    def folder(self) -> AnyPath | None:
+        """The condition's own folder (local, or in run storage); None when it scores with the run
+        model's weights."""
+        return None if self.model == self.base else storage.location(self.model.ref)
 
 
-def folder_spec(name: str, base: ModelConfig, folder: Path, what: str) -> ConditionSpec:
-    """A condition whose model is `folder` (full model or adapter); checked before anything loads."""
+def folder_spec(name: str, base: ModelConfig, folder: AnyPath, what: str) -> ConditionSpec:
+    """A condition whose model is `folder` (full model or adapter; a local folder or one in run
+    storage, which each node that loads it fetches once into its cache, see
+    `pipeline.models.fetch_folder`); checked before anything loads."""
     adapter = models.check_model_folder(folder, what)
     return ConditionSpec(name, base.model_copy(update={"ref": str(folder.resolve())}), base, adapter=adapter)
 
@@ -94,7 +97,7 @@ def condition_spec(cfg: RunConfig, run: Run, name: str, contexts: dict | None = 
             raise ConditionError(f"condition {name!r}: {path}: no model; run `python -m pipeline train CONFIG` first")
         return folder_spec(name, cfg.model, path, f"condition {name!r}")
     if name in cfg.evaluate.checkpoints:
-        path = Path(cfg.evaluate.checkpoints[name]).expanduser()
+        path = storage.location(cfg.evaluate.checkpoints[name])
         return folder_spec(name, cfg.model, path, f"evaluate.checkpoints.{name}")
     raise ConditionError(f"condition {name!r}: not a configured condition or checkpoint")
 
@@ -119,7 +122,8 @@ def load_condition_model(spec: ConditionSpec, device: str = "cpu"):
 
     base = models.load_model(spec.base, device=device)
     try:
-        merged = PeftModel.from_pretrained(base, str(spec.folder)).merge_and_unload()
+        folder = models.fetch_folder(spec.folder) if storage.is_remote(spec.folder) else spec.folder
+        merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ModelError(f"{spec.folder}: cannot apply this LoRA adapter to {spec.base.ref}: {err}") from None
     return merged.eval(), tokenizer

@@ -9,6 +9,7 @@ A reference is one of:
 - `tiny-random`: a tiny randomly initialised Llama with a byte-level tokenizer, built offline in
   a second, for tests.
 - a local HF folder, or a hub id (looked up in the local HF cache unless downloads are allowed).
+- a folder in storage (`s3://...`, `gs://...`), fetched into this node's cache (`fetch_folder`).
 
 Everything about model folders lives here too: checking one before work starts, its context
 window, and turning a hub id into a local folder for workers. Every failure is a `ModelError`
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pipeline import embedded
+from pipeline import embedded, storage
 from pipeline.records import atomic_dir
 from pipeline.section import ModelConfig
 
@@ -66,6 +67,22 @@ def _build_once(name: str, build) -> Path:
             build(tmp)
             (tmp / _READY).write_text("ok\n")
     return target
+
+
+def fetch_folder(folder: storage.RemotePath) -> Path:
+    """A model folder kept in storage (a run's `models/<condition>/`, or a `model.ref` URI), as a
+    folder in this node's cache, fetched once per node and content: the cache key is the digest of
+    its CONTENTS.json (sizes and sha256 of every file, written last when it was published), or of
+    its file listing for a folder published otherwise. Fetched under the same lock and atomic
+    rename as conversions, and every file's hash checked, so no process loads a partial copy."""
+    contents = storage.read_contents(folder)
+    if contents is None:
+        files = storage.list_files(folder)
+        if not files:
+            raise ModelError(f"{folder}: no such model folder (or it is empty)")
+        contents = {rel: {"size": size} for rel, size in files.items()}
+    key = storage.contents_digest(contents)[:32]
+    return _build_once(f"fetched/{key}", lambda out: storage.download_dir(folder, contents, out))
 
 
 def load_gguf(gguf: Path):
@@ -126,7 +143,9 @@ def resolve(model: ModelConfig | str) -> Path | str:
         return folder
     if ref == TINY:
         return _build_once(TINY, _build_tiny)
-    path = Path(ref).expanduser()
+    if "://" in ref and not ref.startswith("file://"):
+        return fetch_folder(storage.location(ref))
+    path = Path(ref.removeprefix("file://")).expanduser()
     if path.exists() or ref.startswith((".", "/", "~")):
         if not (path / "config.json").is_file():
             raise ModelError(f"{path}: not a model folder (no config.json); expected a Hugging Face model folder")

@@ -6,7 +6,7 @@ import logging
 import os
 from contextlib import contextmanager
 
-from pipeline.config import RayConfig
+from pipeline.config import ConfigError, RayConfig
 
 #: Environment every Ray worker needs (DeepSpeed must not probe for CUDA on CPU machines).
 WORKER_ENV_KEYS = ("KNOWLEDGE_LAB_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "HF_HOME")
@@ -16,10 +16,13 @@ QUIET_ENV = {"RAY_DATA_LOG_LEVEL": "WARNING", "HF_HUB_DISABLE_PROGRESS_BARS": "1
 
 
 @contextmanager
-def ray_session(cfg: RayConfig):
+def ray_session(cfg: RayConfig, run_dir=None):
+    """Start or join Ray; with `run_dir`, first check that every node can reach the run's storage."""
     import ray
 
     if ray.is_initialized():
+        if run_dir is not None:
+            check_run_storage_reachable(run_dir)
         yield
         return
     for key, value in QUIET_ENV.items():
@@ -36,6 +39,58 @@ def ray_session(cfg: RayConfig):
     else:
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
     try:
+        if run_dir is not None:
+            check_run_storage_reachable(run_dir)
         yield
     finally:
         ray.shutdown()
+
+
+class StorageUnreachable(ConfigError):
+    """The run folder is on a disk that Ray nodes doing the work cannot see."""
+
+
+def _sees(path: str, token: str) -> bool:
+    from pathlib import Path
+
+    marker = Path(path)
+    return marker.is_file() and marker.read_text() == token
+
+
+def check_run_storage_reachable(run_dir, timeout_s: float = 120) -> None:
+    """Fail before any stage runs when `output_dir` is a local folder and the work may run on
+    nodes that cannot see it: a probe task on every other node looks for a marker file the
+    driver wrote. A driver whose node offers no CPU (a cluster head) always needs shared storage."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from pipeline import storage
+
+    if storage.is_remote(run_dir):
+        return
+    here = ray.get_runtime_context().get_node_id()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    others = [n for n in nodes if n["NodeID"] != here]
+    hint = (f"output_dir: {run_dir} is a folder on the driver's disk; set output_dir to a location every Ray node "
+            "can reach: a URI such as s3://BUCKET/runs or gs://BUCKET/runs, or file:///PATH on a shared mount")
+    if not others:
+        mine = next((n for n in nodes if n["NodeID"] == here), {})
+        if mine and not mine.get("Resources", {}).get("CPU"):
+            raise StorageUnreachable(f"{hint} (this node runs no work: CPU 0, so every task runs on other nodes)")
+        return
+    token = uuid.uuid4().hex
+    marker = run_dir / f".node-probe-{token}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0)(_sees)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker), token)
+                for n in others]
+        seen = ray.get(refs, timeout=timeout_s)
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(others, seen) if not ok]
+    if blind:
+        raise StorageUnreachable(f"{hint} ({len(blind)} of {len(others)} other node(s) cannot see it: {', '.join(blind[:4])})")

@@ -1,8 +1,9 @@
 """Typed records passed between stages as Parquet files, and atomic file writes.
 
 One schema per record kind (Doc, Item, Score, Fact). Writing checks every row against it and
-goes through a temporary file and a rename, so a crash never leaves a half-written file; reading
-checks the file's columns and types, so a stage never works on someone else's table.
+goes through a temporary file that is fsync'ed and then published (renamed locally, one complete
+upload on an object store; see `pipeline.storage`), so a crash never leaves a half-written file;
+reading checks the file's columns and types, so a stage never works on someone else's table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Iterator, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from pipeline.storage import AnyPath, is_remote, publish_dir, publish_file
 
 
 class RecordError(ValueError):
@@ -147,57 +150,73 @@ def to_table(kind: type[Record], rows: list[dict]) -> pa.Table:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+def atomic_path(path: AnyPath) -> Iterator[Path]:
+    """Yield a local temporary path; if the block succeeds it is published onto `path` (local or
+    run storage) durably and atomically (see `pipeline.storage.publish_file`), else deleted."""
+    if is_remote(path):
+        folder = Path(tempfile.mkdtemp(prefix="kl-publish-"))
+        tmp = folder / path.name
+    else:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder, tmp = None, path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the usual mode, under the umask
     try:
         yield tmp
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+def atomic_dir(path: AnyPath) -> Iterator[Path]:
+    """Yield a local temporary folder; if the block succeeds it replaces `path` (see
+    `pipeline.storage.publish_dir`: the old folder stays until the new one is in place)."""
+    if is_remote(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f"kl-{path.name}-"))
+    else:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        publish_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_text(path: AnyPath, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
-def write_json(path: str | Path, obj) -> None:
+def write_json(path: AnyPath, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_records(path: str | Path, kind: type[Record], rows: list[dict]) -> None:
+def write_records(path: AnyPath, kind: type[Record], rows: list[dict]) -> None:
     """Validate rows as `kind` and write them atomically as Parquet."""
     table = to_table(kind, rows)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
-def read_table(path: str | Path, kind: type[Record]) -> pa.Table:
+def read_parquet(path: AnyPath, schema: pa.Schema | None = None) -> pa.Table:
+    """A Parquet file from a local path or run storage."""
+    if is_remote(path):
+        return pq.read_table(pa.BufferReader(path.read_bytes()), schema=schema)
+    return pq.read_table(path, schema=schema)
+
+
+def read_table(path: AnyPath, kind: type[Record]) -> pa.Table:
     """Read a Parquet file and check its columns and types against `kind`'s schema."""
-    path = Path(path)
+    path = path if is_remote(path) else Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: no such file (has the stage that writes it run?)")
-    table = pq.read_table(path)
+    table = read_parquet(path)
     expected = SCHEMAS[kind]
     missing = [n for n in expected.names if n not in table.schema.names]
     extra = [n for n in table.schema.names if n not in expected.names]
@@ -210,5 +229,5 @@ def read_table(path: str | Path, kind: type[Record]) -> pa.Table:
     return table.select(expected.names)
 
 
-def read_records(path: str | Path, kind: type[Record]) -> list[dict]:
+def read_records(path: AnyPath, kind: type[Record]) -> list[dict]:
     return read_table(path, kind).to_pylist()

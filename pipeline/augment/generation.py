@@ -3,7 +3,8 @@
 Each shard's results are written atomically to `<shard_dir>/<shard>.parquet` by the driver as
 soon as all its requests are back; a re-run of the same plan (same `plan.json` fingerprint)
 skips the shards already on disk, so a run killed part-way and re-run yields every request
-exactly once. A changed plan clears the old shards first.
+exactly once. Rows an engine reported as failed (status "error: ...") are generated again on the
+next run and their shard rewritten. A changed plan clears the old shards first.
 
 HF engine: one Ray Data row per shard, `map_batches` over an actor pool of `ShardGenerator`s
 (each loads the model once and keeps the global prefix's KV cache between shards).
@@ -20,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.augment.config import AugmentConfig
-from pipeline.records import atomic_path, write_json
+from pipeline.records import atomic_path, read_parquet, write_json
+from pipeline.storage import AnyPath
 
 RESULT_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("shard", pa.string()), ("text", pa.string()), ("status", pa.string()),
@@ -108,22 +110,45 @@ def write_shard(shard_dir: Path, shard: str, rows: list[dict]) -> None:
         pq.write_table(table, tmp)
 
 
-def read_shard(shard_dir: Path, shard: str) -> list[dict]:
-    return pq.read_table(shard_path(shard_dir, shard), schema=RESULT_SCHEMA).to_pylist()
+def read_shard(shard_dir: AnyPath, shard: str) -> list[dict]:
+    return read_parquet(shard_path(shard_dir, shard), schema=RESULT_SCHEMA).to_pylist()
+
+
+def failed(row: dict) -> bool:
+    """A result the engine reported as an error (vLLM records a failed row instead of stopping)."""
+    return str(row["status"]).startswith("error")
+
+
+def work_left(shards: list[dict], shard_dir: AnyPath) -> tuple[list[dict], dict[str, list[dict]], int]:
+    """(shards to generate, kept rows of partly failed shards, requests to retry): a shard not on
+    disk is generated whole; one with failed rows only for those rows."""
+    todo, kept, retried = [], {}, 0
+    for s in shards:
+        if not shard_path(shard_dir, s["shard"]).is_file():
+            todo.append(s)
+            continue
+        rows = read_shard(shard_dir, s["shard"])
+        bad = {r["request_id"] for r in rows if failed(r)}
+        if bad:
+            kept[s["shard"]] = [r for r in rows if not failed(r)]
+            todo.append({**s, "requests": [r for r in s["requests"] if r["request_id"] in bad]})
+            retried += len(bad)
+    return todo, kept, retried
 
 
 def generate_resumable(
     shards: list[dict], shard_dir: Path, results: Callable[[list[dict]], Iterator[dict]],
     after_shard: Callable[[int], None] | None = None, progress=None,
 ) -> dict[str, list[dict]]:
-    """shard -> its result rows, generating only the shards not on disk yet.
+    """shard -> its result rows, generating only the shards not on disk yet, and the failed rows
+    (status "error: ...") of those that are (see `work_left`).
 
     `results(todo)` yields result rows of the todo shards in any order; a shard is written once
     all its requests are back. `after_shard(n_written)` runs after each write (fault injection
     for resume tests); `progress` (a `pipeline.logs.Progress`) is advanced per shard.
     """
-    expected = {s["shard"]: {r["request_id"] for r in s["requests"]} for s in shards}
-    todo = [s for s in shards if not shard_path(shard_dir, s["shard"]).is_file()]
+    todo, kept, _ = work_left(shards, shard_dir)
+    expected = {s["shard"]: {r["request_id"] for r in s["requests"]} for s in todo}
     if progress is not None:
         progress.update(len(shards) - len(todo))
     pending: dict[str, dict[str, dict]] = {s["shard"]: {} for s in todo}
@@ -140,7 +165,7 @@ def generate_resumable(
                 "status": str(row["status"]), "prompt_tokens": int(row["prompt_tokens"]), "new_tokens": int(row["new_tokens"]),
             }
             if len(pending[shard]) == len(expected[shard]):
-                write_shard(shard_dir, shard, list(pending.pop(shard).values()))
+                write_shard(shard_dir, shard, kept.pop(shard, []) + list(pending.pop(shard).values()))
                 written += 1
                 if progress is not None:
                     progress.update(1)

@@ -12,19 +12,50 @@ on the driver, through the world modules (`world_module`).
 
 from __future__ import annotations
 
+import logging
+
 from pipeline.augment.audit import build_audit, format_audit
-from pipeline.augment.generation import generate_resumable, prepare_shard_dir, run_hf
+from pipeline.augment.generation import failed, generate_resumable, prepare_shard_dir, run_hf, work_left
 from pipeline.augment.oracle import cap_per_world, oracle_docs
-from pipeline.augment.plan import LOCAL_PREFIX, fingerprint, make_shards, plan_global, plan_local
+from pipeline.augment.plan import (
+    LOCAL_PREFIX,
+    fingerprint,
+    make_shards,
+    plan_global,
+    plan_local,
+)
 from pipeline.augment.postprocess import dedupe_oracle, postprocess, training_index
 from pipeline.augment.prompts import PromptFormat, example_sentences
 from pipeline.config import RunConfig
+from pipeline.logs import Progress
 from pipeline.records import Doc, Fact, Item, read_records, write_json, write_records
 from pipeline.runs import Run
 
+log = logging.getLogger(__name__)
 NEEDS_RAY = True
-#: Test hook: called with the number of shards written so far in this run (e.g. to raise).
-AFTER_SHARD = None
+#: What the augmentations depend on (see pipeline.fingerprint): the augment section, the seed, the
+#: strategies the conditions need (not the conditions themselves) and the generator's weights.
+CONFIG_KEYS = ("seed", "augment")
+UPSTREAM = ("data",)
+
+
+def derived_config(cfg: RunConfig) -> dict:
+    return {"strategies": cfg.strategies()}
+
+
+def model_refs(cfg: RunConfig) -> dict:
+    return {"augment.generator": cfg.augment.generator} if {"local", "global"} & set(cfg.strategies()) else {}
+
+
+def outputs(cfg: RunConfig) -> list[str]:
+    return ["augment/augmented.parquet", "augment/audit.json"]
+
+
+def clean(cfg: RunConfig, run: Run) -> None:
+    """--force: drop the finished shards too, so every prompt is generated again."""
+    from pipeline.storage import remove
+
+    remove(run.path("augment", "shards"))
 
 
 def world_module(name: str):
@@ -49,10 +80,10 @@ def resolve_device(cfg: RunConfig) -> str:
     return device
 
 
-def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str]) -> tuple[list[dict], dict, dict]:
-    """Plan local/global prompts, generate the missing shards, return (generations, skipped, info)."""
-    from tqdm import tqdm
-
+def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str],
+             after_shard=None) -> tuple[list[dict], dict, dict]:
+    """Plan local/global prompts, generate the missing shards, return (generations, skipped, info).
+    `after_shard(n_written)` runs after each shard is written (fault injection for resume tests)."""
     from pipeline.models import context_window, load_tokenizer, resolve
 
     aug = cfg.augment
@@ -85,14 +116,21 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str])
         def results(todo):
             return run_hf(todo, aug, device)
 
-    with tqdm(total=len(shards), desc="augment shards", unit="shard") as bar:
-        done = generate_resumable(shards, shard_dir, results, after_shard=AFTER_SHARD, progress=bar)
+    retried = work_left(shards, shard_dir)[2]  # rows that failed in an earlier run, generated again now
+    if retried:
+        log.info(f"retrying {retried} prompts that failed in an earlier run")
+    with Progress(len(shards), "generating", unit="shards", logger=log) as bar:
+        done = generate_resumable(shards, shard_dir, results, after_shard=after_shard, progress=bar)
     by_id = {row["request_id"]: row for rows in done.values() for row in rows}
     if set(by_id) != {r["request_id"] for r in requests} or sum(map(len, done.values())) != len(requests):
         raise RuntimeError(f"{shard_dir}: shards hold {sum(map(len, done.values()))} results for {len(requests)} planned prompts")
     generations = [{**r, **{k: by_id[r["request_id"]][k] for k in ("text", "status", "prompt_tokens", "new_tokens")}} for r in requests]
+    errors = [g for g in generations if failed(g)]
+    if errors:  # kept in their shards, so the next run generates only these again
+        raise RuntimeError(f"{shard_dir}: {len(errors)} of {len(requests)} augmentation prompts failed "
+                           f"(first: {errors[0]['request_id']}: {errors[0]['status'][:200]}); run the stage again to retry them")
     info = {
-        "prompts": len(requests), "shards": len(shards), "context_window": window,
+        "prompts": len(requests), "shards": len(shards), "context_window": window, "retried_prompts": retried,
         "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes),  # global prefixes encoded
         "new_tokens": sum(g["new_tokens"] for g in generations),
         # prompt + generated tokens per strategy: the report's augmentation FLOPs
@@ -102,7 +140,8 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str])
     return generations, skipped, info
 
 
-def run(cfg: RunConfig, run: Run) -> dict:
+def run(cfg: RunConfig, run: Run, *, after_shard=None) -> dict:
+    """The stage; `after_shard` is passed to `generate` (fault injection for resume tests)."""
     run.require("data")
     docs = read_records(run.path("data", "docs.parquet"), Doc)
     items = read_records(run.path("data", "items.parquet"), Item)
@@ -114,7 +153,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
 
     generations, skipped, info = [], {}, {"prompts": 0}
     if {"local", "global"} & set(strategies):
-        generations, skipped, info = generate(cfg, run, train, strategies)
+        generations, skipped, info = generate(cfg, run, train, strategies, after_shard=after_shard)
     index = training_index(train)
     rows, counts = postprocess(generations, index, example_sentences(), cfg.augment.min_words, cfg.augment.max_words)
     if "oracle" in strategies:
@@ -137,8 +176,8 @@ def run(cfg: RunConfig, run: Run) -> dict:
     audit["run"] = {"strategies": strategies, "generator": cfg.augment.generator.ref, "engine": cfg.augment.engine,
                     "skipped_too_long": too_long, **info}
     write_json(run.path("augment", "audit.json"), audit)
-    print(format_audit(audit))
+    log.info("%s", format_audit(audit))
     if too_long:
-        print(f"skipped {too_long} prompts longer than the context window (augment.strict=true makes this an error)")
+        log.warning(f"skipped {too_long} prompts longer than the context window (augment.strict=true makes this an error)")
     per_origin = {s: sum(r["origin"] == f"augment:{s}" for r in rows) for s in strategies}
     return {"rows": len(rows), "rows_by_strategy": per_origin, **info, "skipped_too_long": too_long}

@@ -9,14 +9,34 @@ configured model's tokenizer): training tokens for the documents, prompt + all c
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 from pipeline.config import ConfigError, RunConfig
+from pipeline.logs import Progress
 from pipeline.records import Doc, Fact, Item, validate_rows, write_records
 from pipeline.runs import Run
 from pipeline.worlds import WORLDS, WorldError, world_module
 
+log = logging.getLogger(__name__)
 NEEDS_RAY = False
+#: What the files depend on (see pipeline.fingerprint). Not the model: the summary's token counts
+#: use `model.ref`'s tokenizer, but the files do not, so changing the model keeps the data.
+CONFIG_KEYS = ("seed", "data")
+UPSTREAM = ()
+
+
+def input_files(cfg: RunConfig) -> list[str]:
+    """Files outside the run the worlds read: the celebrities folder, the user's corpus and items."""
+    d = cfg.data
+    refs = [d.celebrities.path] if d.celebrities else []
+    if d.corpus:
+        refs += [d.corpus.path] + ([d.corpus.items] if d.corpus.items else [])
+    return refs
+
+
+def outputs(cfg: RunConfig) -> list[str]:
+    return ["data/docs.parquet", "data/items.parquet", "data/facts.parquet"]
 
 
 def build_worlds(cfg: RunConfig) -> tuple[list[dict], list[dict], list[dict]]:
@@ -25,14 +45,16 @@ def build_worlds(cfg: RunConfig) -> tuple[list[dict], list[dict], list[dict]]:
     if not names:
         raise ConfigError(f"data: no world is enabled; add at least one of {', '.join(WORLDS)} to the data section")
     docs, items, facts = [], [], []
-    for name in names:
-        try:
-            d, i, f = world_module(name).build(getattr(cfg.data, name), cfg.seed)
-        except WorldError as err:
-            raise ConfigError(f"data.{name}: {err}") from None
-        docs += d
-        items += i
-        facts += f
+    with Progress(len(names), "building worlds", unit="worlds", logger=log) as progress:
+        for name in names:
+            try:
+                d, i, f = world_module(name).build(getattr(cfg.data, name), cfg.seed)
+            except WorldError as err:
+                raise ConfigError(f"data.{name}: {err}") from None
+            docs += d
+            items += i
+            facts += f
+            progress.update(1, world=name)
     return (validate_rows(Doc, docs, "data: "), validate_rows(Item, items, "data: "),
             validate_rows(Fact, facts, "data: "))
 
@@ -43,7 +65,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
     write_records(run.path("data", "items.parquet"), Item, items)
     write_records(run.path("data", "facts.parquet"), Fact, facts)
     summary = summarise(docs, items, facts, _token_counter(cfg))
-    print(format_summary(summary, cfg.model.ref))
+    log.info("%s", format_summary(summary, cfg.model.ref))
     return summary
 
 

@@ -8,15 +8,55 @@ actor pool; writes scores/<condition>.parquet (Score rows, in item order) and re
 
 from __future__ import annotations
 
+import logging
+
+from pipeline.conditions import (
+    condition_names,
+    condition_spec,
+    context_window,
+    load_condition_tokenizer,
+)
 from pipeline.config import RunConfig
-from pipeline.conditions import condition_names, condition_spec, context_window, load_condition_tokenizer
 from pipeline.evaluate.icl import icl_contexts
 from pipeline.evaluate.results import build_results, format_table
 from pipeline.evaluate.scorer import plan, pool_shape, score_on_ray
-from pipeline.records import Doc, Item, Score, read_records, validate_rows, write_json, write_records
+from pipeline.logs import results_logger
+from pipeline.records import (
+    Doc,
+    Item,
+    Score,
+    read_records,
+    validate_rows,
+    write_json,
+    write_records,
+)
 from pipeline.runs import Run
 
+log = logging.getLogger(__name__)
 NEEDS_RAY = True
+#: What the scores depend on (see pipeline.fingerprint): the evaluate section (extra checkpoints
+#: included, by content), the seed, the model, the conditions scored, and the trained models.
+CONFIG_KEYS = ("seed", "model", "evaluate")
+
+
+def derived_config(cfg: RunConfig) -> dict:
+    return {"conditions": condition_names(cfg)}
+
+
+def upstream(cfg: RunConfig) -> tuple[str, ...]:
+    return ("data", "train") if cfg.ft_conditions() else ("data",)
+
+
+def input_files(cfg: RunConfig) -> list[str]:
+    return list(cfg.evaluate.checkpoints.values())
+
+
+def model_refs(cfg: RunConfig) -> dict:
+    return {"model": cfg.model}
+
+
+def outputs(cfg: RunConfig) -> list[str]:
+    return [f"scores/{name}.parquet" for name in condition_names(cfg)] + ["results.json"]
 
 
 def load_inputs(run: Run) -> tuple[list[dict], list[dict]]:
@@ -48,8 +88,8 @@ def run(cfg: RunConfig, run: Run) -> dict:
     resources = ray.cluster_resources()
     shape = pool_shape(cfg.evaluate, resources.get("CPU", 1), resources.get("GPU", 0))
     sequences = sum(len(p.requests) for p in plans.values())
-    print(f"[evaluate] {len(names)} condition(s), {len(items)} items, {sequences} sequences on "
-          f"{shape.actors} actor(s) x {shape.threads} thread(s)" + (" + 1 GPU" if shape.gpus_per_actor else ""), flush=True)
+    log.info(f"{len(names)} condition(s), {len(items)} items, {sequences} sequences on "
+             f"{shape.actors} actor(s) x {shape.threads} thread(s)" + (" + 1 GPU" if shape.gpus_per_actor else ""))
     scores, seconds = score_on_ray(specs, items, plans, shape)
     timing = {
         name: {"scoring_seconds": round(seconds[name], 3), "sequences": len(p.requests),
@@ -64,7 +104,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
     results = build_results(items, scores, margin=cfg.evaluate.contamination_margin, z=cfg.evaluate.contamination_z,
                             extra={"icl": icl, "timing": timing})
     write_json(run.path("results.json"), results)
-    print(format_table(results), flush=True)
+    results_logger("evaluate").info("accuracy (± standard error) per world and split:\n%s", format_table(results))
     overall: dict[str, dict[str, float]] = {}
     for r in results["rows"]:
         if r["split"] == "*":

@@ -10,10 +10,11 @@ LoRA, `lora.export` chooses:
   names the base model folder, so `AutoModelForCausalLM.from_pretrained(folder)` (with peft
   installed) or `PeftModel.from_pretrained(base, folder)` loads base + adapter.
 
-On the driver (`finalize`): the reported folder is copied into a temporary folder beside the
-target, the tokenizer and `train_config.json` (the training config, the data fingerprint and the
-fit's numbers) are added, and the folder is renamed into place: a model folder is complete or
-absent, never half-written.
+On the driver (`finalize`): the reported folder is copied into a temporary folder, the tokenizer
+and `train_config.json` (the training config, the data fingerprint and the fit's numbers) are
+added, and the folder is published into run storage (`pipeline.storage.publish_dir`: renamed into
+place locally; uploaded with its CONTENTS.json last on an object store): a model folder is
+complete or absent, never taken for complete while half-written.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import json
 import shutil
 from pathlib import Path
 
+from pipeline import storage
 from pipeline.records import atomic_dir
+from pipeline.storage import AnyPath
 from pipeline.train.config import TrainConfig
 
 TRAIN_RECORD = "train_config.json"
@@ -88,16 +91,19 @@ def write_merged_lora(peft_module, train: TrainConfig, base_path: str, out_dir: 
     merged.save_pretrained(out_dir, safe_serialization=True)
 
 
-def is_complete(folder: Path) -> bool:
-    """A model folder written by `finalize` (the rename makes it all or nothing)."""
-    return (folder / TRAIN_RECORD).is_file() and any((folder / w).is_file() for w in WEIGHTS)
+def is_complete(folder: AnyPath) -> bool:
+    """A model folder written by `finalize`: its CONTENTS.json (written last) lists the training
+    record and weights, and every listed file is there with its recorded size."""
+    contents = storage.read_contents(folder)
+    return (contents is not None and TRAIN_RECORD in contents and any(w in contents for w in WEIGHTS)
+            and not storage.verify_folder(folder, contents))
 
 
-def saved_record(folder: Path) -> dict | None:
+def saved_record(folder: AnyPath) -> dict | None:
     return json.loads((folder / TRAIN_RECORD).read_text()) if is_complete(folder) else None
 
 
-def finalize(exported: Path, target: Path, tokenizer, record: dict) -> Path:
+def finalize(exported: Path, target: AnyPath, tokenizer, record: dict) -> AnyPath:
     """Copy the exported weights, add tokenizer + train_config.json, rename onto `target`."""
     with atomic_dir(target) as tmp:
         shutil.copytree(exported, tmp, dirs_exist_ok=True)

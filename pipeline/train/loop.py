@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from pipeline.logs import Progress
+from pipeline import storage
 from pipeline.train.config import TrainConfig
 
 # Progress goes through logging: Ray Train's workers send a print both to the console and to the
@@ -124,6 +125,11 @@ def train_loop(config: dict) -> None:
     total = config["total_steps"]
 
     setup_start = time.perf_counter()
+    if config.get("model"):  # the model as a folder on this node (fetched or built here if need be)
+        from pipeline.models import local_model_folder
+        from pipeline.section import ModelConfig
+
+        config["model_path"] = str(local_model_folder(ModelConfig(**config["model"])))
     engine, bf16 = build_engine(config["model_path"], train, total, world)
     start, losses = _restore(engine)
     # the first row starts the shard's streaming pipeline: that start-up is setup, not training
@@ -181,10 +187,13 @@ def read_losses(folder) -> list[float]:
 
 def fit(
     name: str, rows: list[dict], train: TrainConfig, model_path: str, seed: int,
-    storage_path: str, probe: dict | None = None, cpus_per_worker: int | None = None,
-    fail_after_step: int | None = None,
+    storage_path, probe: dict | None = None, cpus_per_worker: int | None = None,
+    fail_after_step: int | None = None, model=None,
 ):
     """Run one fit on Ray Train; returns the Ray `Result` (final checkpoint = the exported model).
+    `storage_path`: a local folder or a run-storage location (`pipeline.storage`); a fit of the same
+    name with checkpoints there resumes from the latest. `model` (a ModelConfig): the workers
+    resolve it on their own node instead of loading `model_path`.
     `fail_after_step`: rank 0 raises once after that step (fault injection for resume tests)."""
     import ray
     from ray.data import ExecutionOptions
@@ -201,11 +210,16 @@ def fit(
     total = len(rows) // train.num_workers
     if total * train.num_workers != len(rows) or total == 0:
         raise ValueError(f"{name}: {len(rows)} rows do not make whole steps for {train.num_workers} workers")
+    where = storage.location(storage_path) if isinstance(storage_path, str) else storage_path
+    fs, fs_path = storage.filesystem(where)
+    fs = fs if storage.is_remote(where) else None  # a local folder: Ray Train's own default
+    marker_dir = Path(tempfile.gettempdir()) if fs is not None else Path(fs_path)
     config = {
         "name": name, "train": train.model_dump(mode="json"), "model_path": str(model_path), "seed": seed,
+        "model": model.model_dump(mode="json") if model is not None else None,
         "total_steps": total, "probe": probe, "threads": None if train.use_gpu else cpus_per_worker,
         "fail_at_step": fail_after_step,
-        "fail_marker": str(Path(storage_path) / f".{name}.failed-once") if fail_after_step else None,
+        "fail_marker": str(marker_dir / f".{name}.failed-once") if fail_after_step else None,
     }
     resources = {"CPU": cpus_per_worker} if cpus_per_worker else None
     dataset = ray.data.from_items(rows)
@@ -215,7 +229,7 @@ def fit(
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=name, storage_path=str(storage_path),
+            name=name, storage_path=fs_path, storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             logging_config=LoggingConfig(log_level="WARNING"),  # the worker loop logs our own progress

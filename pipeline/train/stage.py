@@ -11,19 +11,58 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.conditions import FT_STRATEGIES
 from pipeline.config import RunConfig
-from pipeline.models import check_trainable, context_window, load_tokenizer, local_model_folder
+from pipeline.models import (
+    check_trainable,
+    context_window,
+    load_tokenizer,
+    local_model_folder,
+)
 from pipeline.records import Doc, RecordError, read_records
 from pipeline.runs import Run
-from pipeline.train import export
+from pipeline import storage
+from pipeline.storage import AnyPath
+from pipeline.train import attempts, export
 from pipeline.train.batches import PlanError, padding_share, plan_rows, plan_steps
 from pipeline.train.examples import build_examples, condition_docs, tokenize_examples
 
+log = logging.getLogger(__name__)
 NEEDS_RAY = True
+#: What the models depend on (see pipeline.fingerprint): the train section, the seed, the model
+#: (its weights and window; `model.dtype` is for scoring only), the FT conditions, and the data
+#: and augmentations they train on. Where checkpoints go and how often a fit may fail do not count.
+CONFIG_KEYS = ("seed", "model", "train")
+IGNORED_KEYS = ("model.dtype", "train.storage_path", "train.max_failures")
+
+
+def derived_config(cfg: RunConfig) -> dict:
+    return {"ft_conditions": cfg.ft_conditions()}
+
+
+def upstream(cfg: RunConfig) -> tuple[str, ...]:
+    return ("data", "augment") if cfg.strategies() else ("data",)
+
+
+def model_refs(cfg: RunConfig) -> dict:
+    return {"model": cfg.model}
+
+
+def outputs(cfg: RunConfig) -> list[str]:
+    return [f"models/{c}" for c in cfg.ft_conditions()]
+
+
+def clean(cfg: RunConfig, run: Run) -> None:
+    """--force: drop the conditions' model folders and their fits' checkpoints, so all retrain."""
+    from pipeline.storage import remove
+
+    for c in cfg.ft_conditions():
+        remove(run.path("models", c))
+        remove(storage_location(cfg, run) / fit_name(c))
 
 
 class TrainInputError(ValueError):
@@ -104,28 +143,22 @@ def cpus_per_worker(cfg: RunConfig) -> int | None:
     return cpus // train.num_workers
 
 
-def storage_path(cfg: RunConfig, run: Run) -> str:
-    """Ray Train storage: train.storage_path (a URI as is), else <run>/train, absolute."""
+def storage_location(cfg: RunConfig, run: Run) -> AnyPath:
+    """Ray Train storage: train.storage_path (a folder or URI), else <run>/train in run storage."""
     given = cfg.train.storage_path
-    if given and "://" in given:
-        return given.rstrip("/")
-    return str(Path(given or run.path("train")).expanduser().absolute())
+    return storage.location(given) if given else run.path("train")
 
 
-def remove_folder(storage: str, name: str) -> None:
-    """Delete the folder of one fit in the Ray Train storage, local or remote."""
-    import pyarrow.fs as pafs
-
-    if "://" in storage:
-        fs, root = pafs.FileSystem.from_uri(storage)
-    else:
-        fs, root = pafs.LocalFileSystem(), storage
-    path = f"{root}/{name}"
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
-        fs.delete_dir(path)
+def fit_name(condition: str) -> str:
+    """The Ray Train run name of a condition's fit (its folder in the Ray Train storage)."""
+    return condition.replace("+", "_")
 
 
 def run(cfg: RunConfig, run: Run) -> dict:
+    from types import SimpleNamespace
+
+    from ray.train import Checkpoint
+
     from pipeline.train.loop import fit, read_losses
 
     run.require("data")
@@ -140,7 +173,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
     max_length = context_window(cfg.model)
     prepared = [prepare(c, cfg, train_docs, extra_docs, tokenizer, max_length) for c in cfg.ft_conditions()]
     cpus = cpus_per_worker(cfg)
-    storage = storage_path(cfg, run)
+    store = storage_location(cfg, run)
 
     summary: dict = {}
     for p in prepared:
@@ -148,14 +181,18 @@ def run(cfg: RunConfig, run: Run) -> dict:
         record = training_record(cfg, p, model_path)
         facts = {"docs": p.docs, "augmented_docs": p.augmented, "examples": p.examples, "steps": p.steps, "padding_share": round(p.padding_share, 4)}
         if reusable(target, record):
-            print(f"[train] {p.condition}: {target} is complete; skipped")
+            log.info(f"{p.condition}: {target} is complete; skipped")
             summary[p.condition] = {**facts, "skipped": True}
             continue
-        name = p.condition.replace("+", "_")
-        remove_folder(storage, name)  # checkpoints of a killed earlier attempt
-        print(f"[train] {p.condition}: {p.examples} examples from {p.docs} docs ({p.augmented} augmented), {p.steps} steps, "
+        name = fit_name(p.condition)
+        attempt = attempts.prepare(store / name, record)  # resume a killed attempt of this same training
+        log.info(f"{p.condition}: {p.examples} examples from {p.docs} docs ({p.augmented} augmented), {p.steps} steps, "
               f"padding {p.padding_share:.1%}")
-        result = fit(name, p.rows, cfg.train, str(model_path), cfg.seed, storage, cpus_per_worker=cpus)
+        if attempt.state == "finished":  # the fit ended before the kill; only its export was missing
+            fs, path = storage.filesystem(attempt.checkpoint)
+            result = SimpleNamespace(metrics=attempt.metrics, checkpoint=Checkpoint(path, filesystem=fs))
+        else:
+            result = fit(name, p.rows, cfg.train, str(model_path), cfg.seed, store, cpus_per_worker=cpus, model=cfg.model)
         m = result.metrics
         with result.checkpoint.as_directory() as exported:
             losses = read_losses(exported)
@@ -170,8 +207,8 @@ def run(cfg: RunConfig, run: Run) -> dict:
         }
         with result.checkpoint.as_directory() as exported:
             export.finalize(Path(exported), target, tokenizer, {**record, "result": numbers})
-        remove_folder(storage, name)
+        storage.remove(store / name)
         summary[p.condition] = {**numbers, "skipped": False}
-    if "://" not in storage and Path(storage).is_dir() and not any(Path(storage).iterdir()):
-        Path(storage).rmdir()
+    if not storage.is_remote(store) and store.is_dir() and not any(store.iterdir()):
+        store.rmdir()
     return summary

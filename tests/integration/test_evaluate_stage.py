@@ -16,7 +16,7 @@ from pipeline.evaluate.scorer import PoolShape, plan, score_local, score_on_ray
 from pipeline.evaluate.scoring import encode_prefix, score_items
 from pipeline.records import SCHEMAS, Doc, Item, RecordError, Score, read_records, write_records
 from pipeline.runs import Run
-from pipeline.stages import run_stage
+from pipeline.stages import record_done, run_stage
 
 WORDS = ["femp", "glon", "yomp", "troff", "blick", "zept"]
 
@@ -43,6 +43,9 @@ def make_run(tmp_path, conditions=("base", "icl", "ft"), **evaluate):
     docs, items = make_data()
     write_records(run.path("data", "docs.parquet"), Doc, docs)
     write_records(run.path("data", "items.parquet"), Item, items)
+    record_done("data", cfg, run, {}, 0.0)
+    if cfg.ft_conditions():
+        record_done("train", cfg, run, {}, 0.0)  # the folders under models/ are put there by each test
     return cfg, run, items
 
 
@@ -121,6 +124,7 @@ def test_bad_item_is_rejected_naming_it_and_nothing_is_written(tmp_path, ray_clu
     items = [{**it, "support_fact_ids": []} for it in items]
     items[3]["answer_index"] = 7  # written past the record checks, as a foreign tool might
     pq.write_table(pa.Table.from_pylist(items, schema=SCHEMAS[Item]), run.path("data", "items.parquet"))
+    record_done("data", cfg, run, {}, 0.0)  # as if the data stage had written it
     with pytest.raises(RecordError, match=r"items.parquet: Item 'reversals-q3': .*answer_index 7 out of range"):
         run_stage("evaluate", cfg, run)
     assert not run.path("scores").exists() and not run.path("results.json").exists()

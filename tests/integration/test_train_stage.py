@@ -11,6 +11,7 @@ from pipeline.config import validate_config
 from pipeline.models import ModelError
 from pipeline.records import Doc, write_records
 from pipeline.runs import Run
+from pipeline.stages import record_done
 from pipeline.train import stage
 
 WORDS = "femp glon yomp troff zept telk brix quor dask vimp sarn plob".split()
@@ -33,7 +34,7 @@ def make_run(tmp_path, docs=DOCS, augmented=None, **overrides) -> tuple:
     run = Run.of(cfg)
     run.save_config(cfg)
     write_records(run.path("data", "docs.parquet"), Doc, docs)
-    run.mark_done("data", {}, 0.0)
+    record_done("data", cfg, run, {}, 0.0)
     if augmented is not None:
         write_records(run.path("augment", "augmented.parquet"), Doc, augmented)
     return cfg, run

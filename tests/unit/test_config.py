@@ -87,10 +87,12 @@ def test_saved_config_round_trips_and_changed_config_is_refused(tmp_path):
     assert RunConfig.model_validate(saved) == cfg
     run.save_config(cfg)  # same config: accepted
     changed = cfg.model_copy(update={"seed": 7})
-    with pytest.raises(ConfigError, match="keys that differ: seed"):
-        run.save_config(changed)
-    run.save_config(changed, force=True)
-    assert yaml.safe_load(run.config_path.read_text())["seed"] == 7
+    assert run.save_config(changed) == ["seed"]  # no stage has finished: a new config is accepted
+    run.mark_done("data", {}, 0.0)
+    with pytest.raises(ConfigError, match=r"keys that differ: seed\) and stages data finished with it; add --reconfigure"):
+        run.save_config(cfg)
+    run.save_config(cfg, reconfigure=True)
+    assert yaml.safe_load(run.config_path.read_text())["seed"] == 0
 
 
 def test_differing_keys_ignores_runtime_sections():

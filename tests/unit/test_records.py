@@ -94,7 +94,7 @@ def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"] and (target / "weights").read_text() == "v1"
     with atomic_dir(target) as tmp:
         (tmp / "config").write_text("v2")
-    assert sorted(p.name for p in target.iterdir()) == ["config"]  # the old folder is gone, not merged
+    assert sorted(p.name for p in target.iterdir()) == ["CONTENTS.json", "config"]  # the old folder is gone, not merged
 
 
 def test_written_files_get_the_usual_mode(tmp_path):
