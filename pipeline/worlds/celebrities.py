@@ -21,6 +21,8 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from pipeline import storage
+
 from pipeline.worlds import DataFileError, WorldError
 from pipeline.worlds.choices import balance_answers
 from pipeline.worlds.templates import PerFacts
@@ -49,7 +51,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def load(folder: str) -> dict[str, list[dict]]:
-    root = Path(folder)
+    """The reversal-curse files of `folder`: a local path (relative to the working directory) or a
+    URI in storage (s3://, gs://, ...; see pipeline.storage)."""
+    root = storage.location(folder)
     if not root.is_dir():
         raise WorldError(f"path: {folder!r} is not a folder (resolved to {root.resolve()}); it must hold the "
                          f"reversal-curse files {', '.join(REQUIRED)}")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline import storage
+
 from pipeline.worlds import DataFileError, WorldError
 
 WORLD = "corpus"
@@ -22,10 +24,10 @@ ITEM_KEYS = {"question", "choices", "answer", "id", "split", "subtask"}
 
 
 def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
-    texts = read_documents(Path(cfg.path), cfg.text_field)
+    texts = read_documents(storage.location(cfg.path), cfg.text_field)  # a local path or a URI
     docs = [{"doc_id": f"{WORLD}/d{i:05d}", "world": WORLD, "text": t, "origin": "train", "facts": []}
             for i, t in enumerate(texts)]
-    items = read_items(Path(cfg.items)) if cfg.items else []
+    items = read_items(storage.location(cfg.items)) if cfg.items else []
     return docs, items, []
 
 
@@ -89,10 +91,10 @@ def _text_of(row: dict, field: str, path: Path, n: int) -> str:
 
 
 def _parquet(path: Path, field: str) -> list[str]:
-    import pyarrow.parquet as pq
+    from pipeline.records import read_parquet
 
     try:
-        table = pq.read_table(path)
+        table = read_parquet(path)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
         raise DataFileError(f"{path}: not a readable Parquet file ({err})") from None
     if field not in table.column_names:
