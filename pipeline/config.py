@@ -37,6 +37,10 @@ class RayConfig(Section):
     num_cpus: int | None = Field(
         None, gt=0, description="CPUs of a locally started cluster; default: all of this machine."
     )
+    gpu_wait_s: float = Field(
+        600, ge=0, description="How long a stage that asks for GPUs waits for the autoscaler to add them "
+        "(a cluster that scales from zero) before it fails; it never falls back to CPU.",
+    )
 
 
 class RunConfig(Section):

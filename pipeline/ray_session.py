@@ -94,3 +94,32 @@ def check_run_storage_reachable(run_dir, timeout_s: float = 120) -> None:
     blind = [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(others, seen) if not ok]
     if blind:
         raise StorageUnreachable(f"{hint} ({len(blind)} of {len(others)} other node(s) cannot see it: {', '.join(blind[:4])})")
+
+
+class GpusUnavailable(RuntimeError):
+    """A stage asked for GPUs and the cluster did not get them in time."""
+
+
+def wait_for_gpus(count: int, what: str, timeout_s: float, poll_s: float = 5.0) -> float:
+    """Make sure the cluster has `count` GPUs: ask the autoscaler for them (a cluster whose GPU
+    workers scale from zero starts them) and wait up to `timeout_s`; then fail naming `what` and
+    `ray.gpu_wait_s`. Returns the cluster's GPUs. Never a silent fall-back to CPU."""
+    import time
+
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus >= count:
+        return gpus
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"GPU": 1}] * count)
+    deadline = time.monotonic() + timeout_s
+    while gpus < count and time.monotonic() < deadline:
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus < count:
+        raise GpusUnavailable(f"{what} asks for {count} GPU(s); the Ray cluster has {gpus:g} after waiting {timeout_s:g} s "
+                              "for the autoscaler (ray.gpu_wait_s); start GPU workers, raise ray.gpu_wait_s, or run on CPU "
+                              "(augment.device=cpu, train.use_gpu=false, evaluate.use_gpu=false)")
+    return gpus

@@ -69,14 +69,17 @@ def world_module(name: str):
 
 
 def resolve_device(cfg: RunConfig) -> str:
+    """auto: cuda if the cluster has GPUs now; cuda: wait for the autoscaler to add them (see
+    `wait_for_gpus`), never falling back to CPU."""
     import ray
 
-    gpus = ray.cluster_resources().get("GPU", 0)
+    from pipeline.ray_session import wait_for_gpus
+
     device = cfg.augment.device
     if device == "auto":
-        return "cuda" if gpus > 0 else "cpu"
-    if device == "cuda" and gpus <= 0:
-        raise RuntimeError("augment.device=cuda but the Ray cluster has no GPUs; use augment.device=cpu or auto")
+        return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    if device == "cuda":
+        wait_for_gpus(cfg.augment.num_actors, "augment.device=cuda", cfg.ray.gpu_wait_s)
     return device
 
 
@@ -107,6 +110,9 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str],
     prepare_shard_dir(shard_dir, fingerprint(shards, settings))
     if aug.engine == "vllm":
         from pipeline.augment.vllm_engine import run_vllm
+        from pipeline.ray_session import wait_for_gpus
+
+        wait_for_gpus(aug.num_actors, "augment.engine=vllm", cfg.ray.gpu_wait_s)  # the engines need CUDA
 
         def results(todo):
             return run_vllm(todo, aug, str(resolve(aug.generator)), window)

@@ -85,6 +85,10 @@ def run(cfg: RunConfig, run: Run) -> dict:
         plans[name] = plan(items, load_condition_tokenizer(spec), cfg.evaluate.batch_size,
                            prefix_tokens=prefix_tokens, window=context_window(spec))
 
+    if cfg.evaluate.use_gpu:  # a cluster that scales GPUs from zero: ask, wait, or fail; never CPU
+        from pipeline.ray_session import wait_for_gpus
+
+        wait_for_gpus(cfg.evaluate.num_actors or 1, "evaluate.use_gpu", cfg.ray.gpu_wait_s)
     resources = ray.cluster_resources()
     shape = pool_shape(cfg.evaluate, resources.get("CPU", 1), resources.get("GPU", 0))
     sequences = sum(len(p.requests) for p in plans.values())

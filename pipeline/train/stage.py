@@ -172,6 +172,10 @@ def run(cfg: RunConfig, run: Run) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     max_length = context_window(cfg.model)
     prepared = [prepare(c, cfg, train_docs, extra_docs, tokenizer, max_length) for c in cfg.ft_conditions()]
+    if cfg.train.use_gpu:  # a cluster that scales GPUs from zero: ask, wait, or fail; never CPU
+        from pipeline.ray_session import wait_for_gpus
+
+        wait_for_gpus(cfg.train.num_workers, "train.use_gpu", cfg.ray.gpu_wait_s)
     cpus = cpus_per_worker(cfg)
     store = storage_location(cfg, run)
 
