@@ -13,7 +13,7 @@ demo: $(STAMP)
 	$(PY) -m pipeline run configs/demo.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs --durations=25 tests
 
 install: $(STAMP)
 
