@@ -102,8 +102,8 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, data, c
     if "corpus" in data:
         data = dict(data, corpus={"path": str(bad)})
     assert main(["data", str(write_config(tmp_path, "bad", data))]) == code
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err, err
+    err = capsys.readouterr().err  # the stage's progress lines, then the one-line error
+    assert ("\n" + err).count("\nerror: ") == 1 and message in err.split("error: ", 1)[1], err
     assert not (tmp_path / "runs" / "bad" / "data").exists()
 
 

@@ -126,20 +126,52 @@ def submit(cluster, *args: str, wait: bool = True, timeout: float = 1800) -> sub
         time.sleep(3)
 
 
+def _bucket(s3_server):
+    import pyarrow.fs as pafs
+
+    return pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server.port}", scheme="http", region="us-east-1",
+                             access_key="testing", secret_key="testing")
+
+
 def bucket_files(s3_server, bucket_uri: str) -> dict[str, int]:
     import pyarrow.fs as pafs
 
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server.port}", scheme="http", region="us-east-1",
-                           access_key="testing", secret_key="testing")
     root = bucket_uri.removeprefix("s3://")
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    infos = _bucket(s3_server).get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     return {i.path[len(root) + 1:]: i.size for i in infos if i.type == pafs.FileType.File}
+
+
+def bucket_json(s3_server, uri: str):
+    with _bucket(s3_server).open_input_stream(uri.removeprefix("s3://")) as f:
+        return json.loads(f.read())
+
+
+#: What the smoke config must produce: items per (world, split), the same under every condition.
+SMOKE_SPLITS = {("reversals", "rephrase"): 6, ("reversals", "reversal"): 6, ("syllogisms", "syllogism"): 6,
+                ("families", "reversal"): 6, ("families", "composition"): 6}
+
+
+def check_smoke_results(results: dict, conditions: list[str]) -> None:
+    """Every condition has a number for every split of the smoke worlds, over the pinned items."""
+    assert results["conditions"] == conditions
+    for condition in conditions:
+        rows = {(r["world"], r["split"]): r for r in results["rows"] if r["condition"] == condition and r["subtask"] == "*"}
+        assert {k: rows[k]["n"] for k in SMOKE_SPLITS} == SMOKE_SPLITS, condition
+        assert all(0.0 <= rows[k]["acc"] <= 1.0 and rows[k]["acc_stderr"] is not None for k in SMOKE_SPLITS), condition
 
 
 def test_smoke_job_on_two_nodes_stores_everything_in_the_bucket_and_serves_a_tuned_model(cluster, s3_bucket, s3_server):
     out = f"{s3_bucket}/runs"
     proc = submit(cluster, "run", "configs/smoke.yaml", "--set", f"output_dir={out}")
     assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+    # the job's log: each fit's progress line (steps, rate) once, no Ray Train State API warnings
+    for condition in CONDITIONS:
+        fit = condition.replace("+", "_")
+        assert sum(f"train {fit}: 6/6 (100%)" in line and "steps/s" in line for line in proc.stdout.splitlines()) == 1, fit
+    assert "Failed to query Ray Train Controller" not in proc.stdout
+    data = bucket_json(s3_server, f"{out}/smoke/manifests/data.json")["summary"]
+    assert (data["docs"], data["items"]) == (22, 30)
+    check_smoke_results(bucket_json(s3_server, f"{out}/smoke/results.json"), ["base", "icl", *CONDITIONS])
     files = bucket_files(s3_server, s3_bucket)
     for stage in ("data", "augment", "train", "evaluate", "report"):
         assert f"runs/smoke/manifests/{stage}.json" in files
@@ -179,6 +211,15 @@ def test_smoke_job_on_two_nodes_stores_everything_in_the_bucket_and_serves_a_tun
     finally:
         subprocess.run([str(BIN / "ray"), "job", "stop", job_id, "--address", f"http://127.0.0.1:{cluster.dash}"],
                        env=cluster.env, capture_output=True, text=True, timeout=180)
+
+
+def test_the_job_api_refuses_a_wrong_token(cluster):
+    bad = subprocess.run([str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{cluster.dash}"],
+                         env={**cluster.env, "RAY_AUTH_TOKEN": "wrong" * 6}, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    good = subprocess.run([str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{cluster.dash}"],
+                          env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stderr[-2000:]
 
 
 def test_a_local_output_dir_fails_fast_naming_the_key(cluster):

@@ -44,7 +44,8 @@ def write_config(tmp_path: Path, corpus: str) -> Path:
 def test_a_first_run_that_failed_accepts_the_fixed_config(tmp_path, capsys):
     cfg = write_config(tmp_path, "missing.jsonl")
     assert main(["data", str(cfg)]) == 2
-    assert "data.corpus: path: 'missing.jsonl' does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"data.corpus: path: '{Path.cwd() / 'missing.jsonl'}' does not exist" in err  # relative: from the working dir
     assert (tmp_path / "runs" / "r" / "config.yaml").is_file() and not (tmp_path / "runs" / "r" / "manifests").exists()
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"text": "The glon live north of the femp."}\n')
@@ -92,6 +93,18 @@ def whole_run(ray_cluster, tmp_path_factory):
         "scores": {c: read_records(run / "scores" / f"{c}.parquet", Score) for c in ("base", "icl", "ft")},
     }
     return args, run, baseline
+
+
+def test_a_rerun_of_a_finished_run_skips_every_stage(whole_run, capsys):
+    args, run, _ = whole_run
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run / "manifests").iterdir()}
+    assert main(["run"] + args) == 0
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (run / "manifests").iterdir()}
+    results = json.loads((run / "results.json").read_text())
+    assert results["conditions"] == ["base", "icl", "ft"]
+    headers = [line for line in (run / "report.md").read_text().splitlines() if line.startswith("| split |")]
+    assert headers == ["| split | n | chance | base | icl | ft |"] * 3  # one accuracy table per world
+    assert sorted(p.name for p in (run / "plots").glob("*.png")) == ["families.png", "reversals.png", "syllogisms.png"]
 
 
 def test_status_shows_a_complete_run_and_a_changed_output(whole_run, capsys):

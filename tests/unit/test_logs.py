@@ -31,14 +31,14 @@ def test_console_shows_the_pipeline_tagged_by_stage_and_keeps_library_info_in_th
     logs.configure(0, log_file, stream=console)
     logging.getLogger("pipeline.train.stage").info("ft: 6 steps")
     logging.getLogger("pipeline.worlds.families").info("built")
-    logging.getLogger("transformers").info("Loading weights")
+    logging.getLogger("filelock").info("Lock acquired")
     logging.getLogger("deepspeed").warning("a real problem")
     logging.getLogger(logs.SILENCED[0]).warning("Failed to query Ray Train Controller actor state")
     lines = console.getvalue().splitlines()
     assert [line.split(" ", 1)[1] for line in lines] == [
         "[train] ft: 6 steps", "[data] built", "[deepspeed] a real problem"]
     text = log_file.read_text()
-    assert "transformers: Loading weights" in text and "pipeline.train.stage: ft: 6 steps" in text
+    assert "filelock: Lock acquired" in text and "pipeline.train.stage: ft: 6 steps" in text
     assert "Failed to query" not in text
 
 
@@ -50,8 +50,8 @@ def test_quiet_hides_info_and_verbose_shows_debug(console):
     console.truncate(0), console.seek(0)
     logs.configure(1, stream=console)
     logging.getLogger("pipeline.evaluate.stage").debug("batch 3")
-    logging.getLogger("transformers").info("loading weights")
-    assert "[evaluate] batch 3" in console.getvalue() and "loading weights" not in console.getvalue()
+    logging.getLogger("filelock").info("lock acquired")
+    assert "[evaluate] batch 3" in console.getvalue() and "lock acquired" not in console.getvalue()
 
 
 def test_progress_on_a_pipe_logs_rate_and_eta_at_most_every_interval(caplog, monkeypatch):
