@@ -66,10 +66,24 @@ def _require_run(cfg: RunConfig) -> None:
         )
 
 
+def wait_for_replica_gpus(cfg: RunConfig) -> None:
+    """A deployment whose replicas ask for GPUs waits for the autoscaler to start GPU workers
+    (up to ray.gpu_wait_s), then fails naming the key; it never silently runs on CPU."""
+    import math
+
+    from pipeline.ray_session import wait_for_gpus
+
+    pools = {name: getattr(cfg.serve, name) for name in ("generation", "evaluator", "ingress")}
+    for name, pool in pools.items():
+        if pool.num_gpus > 0:
+            wait_for_gpus(math.ceil(pool.num_gpus), f"serve.{name}.num_gpus={pool.num_gpus:g}", cfg.ray.gpu_wait_s)
+
+
 def start(cfg: RunConfig):
     """Start Serve on cfg.serve.host:port and deploy the app; returns the ingress handle."""
     from ray import serve
 
+    wait_for_replica_gpus(cfg)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     return serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix="/")
 

@@ -20,3 +20,12 @@ def test_augment_on_cuda_never_falls_back_to_cpu(ray_cluster):
     with pytest.raises(GpusUnavailable, match="augment.device=cuda asks for 1 GPU"):
         resolve_device(cfg)
     assert resolve_device(validate_config({"name": "g", "augment": {"device": "auto"}})) == "cpu"
+
+
+def test_serve_replicas_on_gpus_wait_for_them_then_fail_naming_the_key(ray_cluster):
+    from serve.app import wait_for_replica_gpus
+
+    cfg = validate_config({"name": "g", "serve": {"generation": {"num_gpus": 0.5}}, "ray": {"gpu_wait_s": 0.1}})
+    with pytest.raises(GpusUnavailable, match=r"serve.generation.num_gpus=0.5 asks for 1 GPU"):
+        wait_for_replica_gpus(cfg)
+    wait_for_replica_gpus(validate_config({"name": "g"}))  # CPU replicas: nothing to wait for
