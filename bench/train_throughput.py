@@ -23,8 +23,6 @@ import random
 import tempfile
 import time
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
 LEADS = ["Did you know that", "It is well known that", "Remember that", "People say that", ""]
 COMPARATIVES = ["more dangerous", "heavier", "brighter", "faster", "older than most", "louder"]
 
@@ -95,6 +93,7 @@ def ray_fit(model_path: str, train, rows: list[dict], cpus: int, storage: str, n
 
 
 def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported: no CUDA probe on CPU
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model reference (default: the embedded model)")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per configuration")
