@@ -12,6 +12,7 @@ thread counts differ only by float rounding, about 1e-6).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 
@@ -31,6 +32,8 @@ from pipeline.evaluate.scoring import (
     score_batch,
 )
 from pipeline.logs import Progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def score_on_ray(specs: dict[str, ConditionSpec], items: list[dict], plans: dict
         num_cpus=shape.threads, num_gpus=shape.gpus_per_actor,
     )
     rows: list[dict] = []
-    with Progress(sum(len(p.requests) for p in plans.values()), "scoring", unit="seq") as progress:
+    with Progress(sum(len(p.requests) for p in plans.values()), "scoring", unit="seq", logger=log) as progress:
         for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
             part = batch.to_pylist()
             rows += part

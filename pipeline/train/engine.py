@@ -9,10 +9,15 @@ never used.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import math
 import os
 
 from pipeline.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def bf16_supported(use_gpu: bool) -> bool:
@@ -107,10 +112,14 @@ def build_engine(model_path: str, train: TrainConfig, total_steps: int, num_work
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, train.lr_schedule)
     )
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler,
-        config=deepspeed_config(train, num_workers, bf16), dist_init_required=False,
-    )
+    notices = io.StringIO()
+    with contextlib.redirect_stdout(notices):  # DeepSpeed prints its op-build notices; they go to debug
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler,
+            config=deepspeed_config(train, num_workers, bf16), dist_init_required=False,
+        )
+    for line in notices.getvalue().splitlines():
+        log.debug(line)
     if train.zero_stage == 0 and num_workers == 1:
         # a single data-parallel rank has nothing to all-reduce, yet DeepSpeed would still flatten
         # every gradient into a buffer, "reduce" it over the one-rank group and copy it back

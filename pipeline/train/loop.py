@@ -112,8 +112,11 @@ def train_loop(config: dict) -> None:
     import ray.train
     import torch
 
+    from pipeline.logs import worker_setup
     from pipeline.train.engine import build_engine
     from pipeline.train.export import write_trained_model
+
+    worker_setup()  # again: Ray Train configures the worker's logging after the process started
 
     warnings.filterwarnings("ignore", message=r".*reduce_scatter_tensor.*", category=FutureWarning)
     train = TrainConfig.model_validate(config["train"])
