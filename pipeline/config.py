@@ -45,7 +45,10 @@ class RayConfig(Section):
 
 class RunConfig(Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name: outputs go to <output_dir>/<name>/.")
-    output_dir: str = Field("runs", description="Folder that holds run folders.")
+    output_dir: str = Field(
+        "runs", description="Where run folders live: a local folder (relative: from the directory the command runs "
+        "in) or a URI every node can reach (s3://BUCKET/runs, gs://..., file:///shared/runs).",
+    )
     seed: int = Field(0, description="Seed for data generation, sampling and training.")
     conditions: list[str] = Field(
         list(CONDITIONS),
@@ -69,6 +72,9 @@ class RunConfig(Section):
             raise ValueError("conditions: a condition is listed twice")
         if not self.conditions:
             raise ValueError("conditions: list at least one condition")
+        scheme, sep, rest = self.output_dir.partition("://")
+        if sep and not rest.strip("/"):
+            raise ValueError(f"output_dir: {self.output_dir!r} names no bucket or folder; e.g. {scheme}://BUCKET/runs")
         if "generator" not in self.augment.model_fields_set:
             # the model under study writes its own augmentations unless another is configured
             self.augment.generator = self.model.model_copy()

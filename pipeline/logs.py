@@ -167,8 +167,11 @@ class Progress:
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        elif self.bar is not None:  # a failed loop: no closing line that reads like a finished one
+            self.bar.close()
 
 
 def _clock(seconds: float) -> str:

@@ -173,6 +173,8 @@ def location(ref: str | Path, base: Path | None = None) -> AnyPath:
         fs, path = pafs.FileSystem.from_uri(text)
     except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise StorageError(f"{text}: not a storage location pyarrow can open ({err})") from None
+    if not path.strip("/"):
+        raise StorageError(f"{text}: names no bucket or folder; give one, e.g. {scheme}://BUCKET/runs")
     return RemotePath(fs, path, scheme)
 
 

@@ -23,6 +23,9 @@ WORLD = "corpus"
 ITEM_KEYS = {"question", "choices", "answer", "id", "split", "subtask"}
 
 
+RELATIVE = "a relative path is taken from the directory the command runs in"
+
+
 def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
     texts = read_documents(storage.location(cfg.path), cfg.text_field)  # a local path or a URI
     docs = [{"doc_id": f"{WORLD}/d{i:05d}", "world": WORLD, "text": t, "origin": "train", "facts": []}
@@ -38,7 +41,7 @@ def read_documents(path: Path, field: str) -> list[str]:
             raise WorldError(f"path: folder {str(path)!r} holds no .txt or .md files")
         return [_text_file(p) for p in files]
     if not path.is_file():
-        raise WorldError(f"path: {str(path)!r} does not exist (resolved to {path.resolve()})")
+        raise WorldError(f"path: {str(path)!r} does not exist ({RELATIVE})")
     if path.suffix.lower() == ".jsonl":
         return [_text_of(row, field, path, n) for n, row in _jsonl(path)]
     if path.suffix.lower() == ".parquet":
@@ -110,7 +113,7 @@ def _parquet(path: Path, field: str) -> list[str]:
 
 def read_items(path: Path) -> list[dict]:
     if not path.is_file():
-        raise WorldError(f"items: {str(path)!r} does not exist (resolved to {path.resolve()})")
+        raise WorldError(f"items: {str(path)!r} does not exist ({RELATIVE})")
     items, seen = [], set()
     for n, row in _jsonl(path):
         where = f"{path}:{n}"

@@ -115,3 +115,11 @@ def test_every_shipped_config_validates():
     for path in paths:
         cfg = load_config(path)
         assert cfg.name and cfg.conditions, path
+
+
+def test_an_output_dir_uri_without_a_bucket_is_refused_naming_the_key():
+    from pipeline.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=r"output_dir: 's3://' names no bucket or folder; e\.g\. s3://BUCKET/runs"):
+        validate_config({"name": "r", "output_dir": "s3://"})
+    assert validate_config({"name": "r", "output_dir": "s3://bucket/runs"}).output_dir == "s3://bucket/runs"

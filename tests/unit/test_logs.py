@@ -85,3 +85,12 @@ def test_worker_setup_keeps_our_info_and_quiets_the_rest(console):
     # a library logger named after its file has no level of its own: it falls back to the root's
     assert logging.getLogger("/site-packages/ray/train/v2/_internal/execution/context.py").getEffectiveLevel() == logging.WARNING
     assert all(logging.getLogger(n).getEffectiveLevel() == logging.ERROR for n in logs.SILENCED)
+
+
+def test_a_failed_loop_logs_no_closing_line(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.progress")
+    with pytest.raises(ValueError):
+        with logs.Progress(2, "building worlds", every_s=30, stream=io.StringIO()) as progress:
+            progress.update(1)
+            raise ValueError("bad world")
+    assert not caplog.records
