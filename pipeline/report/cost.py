@@ -7,7 +7,12 @@ Conventions (Kaplan et al.): training costs 6 x params x tokens, inference 2 x p
 - per-query FLOPs: 2 P x (context + question) tokens; for ICL the context is the corpus.
 Augmented FT pays up front and then per query less than ICL, so past
     Q* = (upfront_ft - upfront_icl) / (per_query_icl - per_query_ft)
-queries it is cheaper; below Q* ICL is. Pure functions: no I/O.
+queries it is cheaper; below Q* ICL is.
+
+Roofline: each stage's achieved FLOP/s is its cost-model FLOPs over its measured time, and its
+fraction of roof that over the machine's cached matmul FLOP/s in the dtype it computed in
+(`pipeline.roofline`; the caller passes the lookup, so nothing here measures or reads a file).
+Pure functions: no I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.conditions import FT_STRATEGIES
+from pipeline.roofline import MEASURE_COMMAND
 
 
 @dataclass
@@ -28,6 +34,15 @@ class CostInputs:
     query_tokens: dict[str, float] = field(default_factory=dict)
     #: measured wall time of each stage, seconds
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: the train manifest's summary: per FT condition tokens, train_seconds, bf16 (skipped fits have none)
+    train_runs: dict[str, dict] = field(default_factory=dict)
+    #: results.json timing: per condition the tokens scored and the scoring seconds
+    scoring: dict[str, dict] = field(default_factory=dict)
+    #: ICL prefix tokens, all worlds together (each prefix is encoded once, inside the scoring time)
+    icl_prefix_tokens: int = 0
+    #: dtype of the weights used for scoring and for generation (model.dtype, augment.generator.dtype)
+    scoring_dtype: str = "float32"
+    augment_dtype: str = "float32"
 
 
 def training_flops(params: int, tokens: int) -> float:
@@ -83,3 +98,62 @@ def format_flops(x: float) -> str:
         if x >= scale:
             return f"{x / scale:.3g} {unit}"
     return f"{x:.3g} FLOP"
+
+
+def short_dtype(dtype: str) -> str:
+    """float32 / bfloat16 (config names) -> fp32 / bf16 (roofline names)."""
+    return {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+
+
+def stage_work(inputs: CostInputs) -> list[dict]:
+    """Per measured stage: its cost-model FLOPs, measured seconds and compute dtype.
+
+    Training: 6 P x trained tokens over the training loop's time (setup and export apart), per
+    fit. Scoring: 2 P x scored tokens (plus the ICL prefix, encoded once) over the scorers' time,
+    per condition. Augmentation: 2 P x (prompt + generated) tokens over the stage's wall time
+    (which includes starting the actors and loading the model)."""
+    p = inputs.params
+    out = []
+    for cond, r in inputs.train_runs.items():
+        if r.get("tokens") and r.get("train_seconds"):
+            out.append({"stage": f"train {cond}", "flops": training_flops(p, r["tokens"]),
+                        "seconds": float(r["train_seconds"]), "dtype": "bf16" if r.get("bf16") else "fp32"})
+    for cond, t in inputs.scoring.items():
+        tokens = t.get("tokens", 0) + (inputs.icl_prefix_tokens if cond == "icl" else 0)
+        if tokens and t.get("scoring_seconds"):
+            out.append({"stage": f"evaluate {cond}", "flops": inference_flops(p, tokens),
+                        "seconds": float(t["scoring_seconds"]), "dtype": short_dtype(inputs.scoring_dtype)})
+    generated = sum(inputs.augment_tokens.values())
+    if generated and inputs.stage_seconds.get("augment"):
+        out.append({"stage": "augment (stage wall time)", "flops": inference_flops(p, generated),
+                    "seconds": float(inputs.stage_seconds["augment"]), "dtype": short_dtype(inputs.augment_dtype)})
+    return out
+
+
+def roofline_rows(inputs: CostInputs, roof_for) -> list[dict]:
+    """`stage_work` with achieved FLOP/s and the fraction of roof; `roof_for(dtype)` returns the
+    cached roof's FLOP/s for a dtype, or None where it was never measured."""
+    rows = []
+    for w in stage_work(inputs):
+        achieved = w["flops"] / w["seconds"]
+        roof = roof_for(w["dtype"])
+        rows.append({**w, "achieved_flops_per_s": achieved, "roof_flops_per_s": roof,
+                     "fraction_of_roof": achieved / roof if roof else None})
+    return rows
+
+
+def roofline_lines(rows: list[dict]) -> list[str]:
+    """The report's roofline table (empty without measured stages)."""
+    if not rows:
+        return []
+    out = ["", "Achieved FLOP/s = the cost model's FLOPs over the measured time; fraction of roof = that over "
+           "this machine's measured matmul FLOP/s in the stage's dtype.", "",
+           "| stage | dtype | FLOPs | seconds | achieved | roof | fraction of roof |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        roof, share = r["roof_flops_per_s"], r["fraction_of_roof"]
+        out.append(f"| {r['stage']} | {r['dtype']} | {format_flops(r['flops'])} | {r['seconds']:.1f} | "
+                   f"{format_flops(r['achieved_flops_per_s'])}/s | {format_flops(roof) + '/s' if roof else '—'} | "
+                   f"{'—' if share is None else f'{share:.0%}'} |")
+    if any(r["roof_flops_per_s"] is None for r in rows):
+        out += ["", f"Roof not measured on this machine for every dtype: `{MEASURE_COMMAND}` measures it once (seconds) and caches it."]
+    return out

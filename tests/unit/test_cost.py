@@ -1,6 +1,14 @@
 import pytest
 
-from pipeline.report.cost import CostInputs, break_even_queries, cost_rows, format_flops
+from pipeline.report.cost import (
+    CostInputs,
+    break_even_queries,
+    cost_rows,
+    format_flops,
+    roofline_lines,
+    roofline_rows,
+    stage_work,
+)
 
 
 def test_hand_computed_case():
@@ -33,3 +41,37 @@ def test_format_flops():
     assert format_flops(0) == "0"
     assert format_flops(2.5e12) == "2.5 TFLOP"
     assert format_flops(3e6) == "3 MFLOP"
+
+
+def _measured_inputs():
+    return CostInputs(
+        params=1_000_000,
+        stage_seconds={"augment": 10.0},
+        augment_tokens={"local": 4000, "oracle": 0},
+        train_runs={"ft": {"tokens": 1000, "train_seconds": 2.0, "bf16": True},
+                    "ft+local": {"skipped": True}},  # a reused fit: nothing measured
+        scoring={"base": {"tokens": 500, "scoring_seconds": 1.0}, "icl": {"tokens": 500, "scoring_seconds": 4.0}},
+        icl_prefix_tokens=1500,
+    )
+
+
+def test_stage_work_uses_the_cost_model_over_measured_time():
+    work = {w["stage"]: w for w in stage_work(_measured_inputs())}
+    assert set(work) == {"train ft", "evaluate base", "evaluate icl", "augment (stage wall time)"}
+    assert work["train ft"] == {"stage": "train ft", "flops": 6e9, "seconds": 2.0, "dtype": "bf16"}
+    assert work["evaluate base"]["flops"] == 1e9 and work["evaluate base"]["dtype"] == "fp32"
+    assert work["evaluate icl"]["flops"] == 2.0 * 1e6 * (500 + 1500)  # the prefix counted once
+    assert work["augment (stage wall time)"]["flops"] == 8e9
+
+
+def test_roofline_rows_and_lines_with_and_without_a_roof():
+    rows = {r["stage"]: r for r in roofline_rows(_measured_inputs(), {"bf16": 6e9, "fp32": None}.get)}
+    assert rows["train ft"]["achieved_flops_per_s"] == 3e9
+    assert rows["train ft"]["fraction_of_roof"] == pytest.approx(0.5)
+    assert rows["evaluate base"]["fraction_of_roof"] is None
+    text = "\n".join(roofline_lines(list(rows.values())))
+    assert "| train ft | bf16 | 6 GFLOP | 2.0 | 3 GFLOP/s | 6 GFLOP/s | 50% |" in text
+    assert "python -m pipeline.roofline" in text  # fp32 was never measured: say how
+    measured = roofline_lines(roofline_rows(_measured_inputs(), lambda dtype: 6e9))
+    assert not any("not measured" in line for line in measured)
+    assert roofline_lines([]) == []

@@ -1,0 +1,156 @@
+"""This machine's matmul roof: the sustained FLOP/s of a large matrix product per dtype and thread count.
+
+Measured once per machine and cached in `roofline.json` in the cache root (`$KNOWLEDGE_LAB_CACHE`,
+else ~/.cache/knowledge-lab), keyed by CPU model, torch's CPU capability, torch version, thread count and dtype, so another CPU,
+torch build or thread count is measured afresh. `cached` only reads the cache (the report uses it
+and never runs a matmul); `measure_and_cache` fills it; `python -m pipeline.roofline` measures the
+dtypes and thread count the stages use and prints the table.
+
+The roof is the best of several timed windows of square products (the fastest window is the one
+least disturbed by other work on a shared machine): what torch's matmul sustains, not a vendor
+peak. A stage's fraction of roof is its cost-model FLOPs (`pipeline.report.cost`) over its
+measured time, divided by this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+DTYPES = ("fp32", "bf16")
+CACHE_FILE = "roofline.json"
+MEASURE_COMMAND = "python -m pipeline.roofline"
+
+
+@dataclass(frozen=True)
+class Roof:
+    dtype: str
+    threads: int
+    flops_per_s: float
+    size: int
+    key: str
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(dtype: str, threads: int) -> str:
+    import torch
+
+    return f"{cpu_model()} | {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__} | {threads} threads | {dtype}"
+
+
+def cache_path() -> Path:
+    from pipeline.models import cache_dir
+
+    return cache_dir().parent / CACHE_FILE  # beside the models folder
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def cached(dtype: str, threads: int, path: Path | None = None) -> Roof | None:
+    """The cached roof of this machine for `dtype` at `threads` torch threads, or None (never measures)."""
+    key = machine_key(dtype, threads)
+    entry = _read(path or cache_path()).get(key)
+    return Roof(**entry) if entry else None
+
+
+def cached_flops_per_s(dtype: str, threads: int | None = None) -> float | None:
+    """The cached roof's FLOP/s (threads: default all CPUs, as the stages use on one machine), or None."""
+    found = cached(dtype, threads or os.cpu_count() or 1)
+    return found.flops_per_s if found else None
+
+
+def matmul_flops_per_s(dtype: str, threads: int, size: int = 2048, seconds: float = 1.0, windows: int = 5) -> float:
+    """Best FLOP/s of `windows` timed windows of size x size products (2 size^3 FLOPs each)."""
+    import torch
+
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.randn(size, size).to(torch_dtype)
+        b = torch.randn(size, size).to(torch_dtype)
+        out = torch.empty(size, size, dtype=torch_dtype)
+        torch.mm(a, b, out=out)  # warm-up: packing, kernel selection
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        per_call = max(time.perf_counter() - start, 1e-6)
+        calls = max(1, int(seconds / windows / per_call))
+        best = 0.0
+        for _ in range(windows):
+            start = time.perf_counter()
+            for _ in range(calls):
+                torch.mm(a, b, out=out)
+            best = max(best, 2.0 * size ** 3 * calls / (time.perf_counter() - start))
+        return best
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_and_cache(dtype: str, threads: int, size: int = 2048, seconds: float = 1.0, path: Path | None = None) -> Roof:
+    """Measure the roof and store it in the cache (replacing an older entry of the same key)."""
+    from pipeline.records import write_json
+
+    path = path or cache_path()
+    key = machine_key(dtype, threads)
+    roof = Roof(dtype, threads, matmul_flops_per_s(dtype, threads, size, seconds), size, key)
+    entries = _read(path)
+    entries[key] = asdict(roof)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, entries)
+    log.info("matmul roof %s, %d threads: %.1f GFLOP/s (cached in %s)", dtype, threads, roof.flops_per_s / 1e9, path)
+    return roof
+
+
+def roof(dtype: str, threads: int) -> Roof:
+    """The cached roof, measured first if this machine has none yet (benchmarks only; the report never measures)."""
+    return cached(dtype, threads) or measure_and_cache(dtype, threads)
+
+
+def fraction(flops: float, seconds: float, found: Roof | None) -> tuple[float, float | None]:
+    """(achieved FLOP/s, share of the roof or None without one)."""
+    achieved = flops / seconds if seconds > 0 else 0.0
+    return achieved, (achieved / found.flops_per_s if found is not None and found.flops_per_s > 0 else None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1],
+                        help="torch thread counts to measure (default: all CPUs, as one training worker or scorer uses)")
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    parser.add_argument("--size", type=int, default=2048, help="square matrix size")
+    parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per dtype and thread count")
+    args = parser.parse_args(argv)
+    print(f"CPU {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}")
+    print("| dtype | threads | GFLOP/s |\n|---|---|---|")
+    for threads in args.threads:
+        for dtype in args.dtypes:
+            r = measure_and_cache(dtype, threads, args.size, args.seconds)
+            print(f"| {dtype} | {threads} | {r.flops_per_s / 1e9:.1f} |")
+    print(f"\ncached in {cache_path()}")
+
+
+if __name__ == "__main__":
+    main()
