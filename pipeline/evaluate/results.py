@@ -19,7 +19,7 @@ SCHEMA_VERSION = 1
 
 
 def outcomes(items: list[dict], scores: list[dict]) -> list[dict]:
-    """Per item: world, split, subtask, correct, correct_norm (0/1) and chance."""
+    """Per item, in item order: item_id, world, split, subtask, correct, correct_norm (0/1) and chance."""
     by_id = {s["item_id"]: s for s in scores}
     out = []
     for item in items:
@@ -30,7 +30,7 @@ def outcomes(items: list[dict], scores: list[dict]) -> list[dict]:
             raise ValueError(f"item {item['item_id']!r}: {len(score['choice_logprobs'])} scores for {len(item['choices'])} choices")
         pick, pick_norm = predictions(score["choice_logprobs"], score["choice_num_chars"])
         out.append({
-            "world": item["world"], "split": item["split"], "subtask": item["subtask"],
+            "item_id": item["item_id"], "world": item["world"], "split": item["split"], "subtask": item["subtask"],
             "correct": float(pick == item["answer_index"]), "correct_norm": float(pick_norm == item["answer_index"]),
             "chance": 1.0 / len(item["choices"]),
         })

@@ -1,4 +1,4 @@
-"""What the report reads from earlier stages: split-level accuracy rows and the cost inputs."""
+"""What the report reads from earlier stages: accuracy rows, per-item outcomes and the cost inputs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pipeline import models
 from pipeline.config import RunConfig
+from pipeline.evaluate.results import outcomes
+from pipeline.records import Item, Score, read_records
 from pipeline.report.cost import CostInputs
 from pipeline.runs import Run
 
@@ -22,6 +24,13 @@ def split_rows(results: dict) -> list[dict]:
             se = r.get("acc_stderr")
             rows.append({**r, "stderr": 0.0 if se is None or math.isnan(se) else se})
     return rows
+
+
+def item_outcomes(run: Run, conditions: list[str]) -> dict[str, list[dict]]:
+    """Per condition, every test item's outcome (item_id, world, split, correct, chance), from the
+    data stage's items and the evaluate stage's scores, by the rule results.json uses."""
+    items = read_records(run.path("data", "items.parquet"), Item)
+    return {c: outcomes(items, read_records(run.path("scores", f"{c}.parquet"), Score)) for c in conditions}
 
 
 def parameter_count(folder: Path) -> int:

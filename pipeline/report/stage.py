@@ -1,21 +1,26 @@
 """The `report` stage: report.md, plots/*.png and the cost model, from earlier stages' files.
 
-Reads results.json (evaluate), augment/audit.json (augment, if it ran), the manifests (measured
-stage times and token counts) and the data; writes report.md and plots/ atomically. Pure Python:
-no Ray, no model weights loaded (the parameter count is read from the safetensors headers).
+Reads results.json and scores/ (evaluate), data/items.parquet, augment/audit.json (augment, if it
+ran) and the manifests (measured stage times and token counts); writes report.md and plots/
+atomically. report.md opens with the claims table (`claims.py`: the paper's findings and the
+pipeline's controls, each decided on the same items with an exact 95% interval), then accuracy
+per world and split, the audit and the cost model. Pure Python: no Ray, no model weights loaded
+(the parameter count is read from the safetensors headers).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 
 from pipeline.augment.audit import audit_entries
 from pipeline.config import RunConfig
 from pipeline.logs import results_logger
 from pipeline.records import write_text
+from pipeline.report.claims import decide
 from pipeline.report.cost import CostInputs, cost_rows, format_flops
-from pipeline.report.inputs import cost_inputs, split_rows
+from pipeline.report.inputs import cost_inputs, item_outcomes, split_rows
 from pipeline.report.plots import accuracy_plot
 from pipeline.runs import Run
 
@@ -53,16 +58,17 @@ def run(cfg: RunConfig, run: Run) -> dict:
             plots.append(path.relative_to(run.dir).as_posix())
     audit_path = run.path("augment", "audit.json")
     audit = json.loads(audit_path.read_text()) if audit_path.is_file() else None
+    claims = decide(item_outcomes(run, conditions))
     inputs = cost_inputs(cfg, run)
     costs = cost_rows(inputs, conditions)
-    text = render(cfg, rows, conditions, results, plots, audit, costs, inputs)
+    text = render(cfg, rows, conditions, results, plots, audit, costs, inputs, claims)
     write_text(run.path("report.md"), text)
     results_logger("report").info("%s", text.split("## Augmentation audit")[0].rstrip())
-    return {"plots": plots, "worlds": worlds, "conditions": conditions,
+    return {"plots": plots, "worlds": worlds, "conditions": conditions, "claims": dict(Counter(c["verdict"] for c in claims)),
             "cost": [{k: v for k, v in r.items()} for r in costs]}
 
 
-def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInputs) -> str:
+def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInputs, claims: list[dict]) -> str:
     out = [f"# Report: {cfg.name}", "",
            f"Model `{cfg.model.ref}`; conditions {', '.join(conditions)}; seed {cfg.seed}. "
            "Accuracy is likelihood multiple choice (the option with the highest summed "
@@ -73,6 +79,7 @@ def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInpu
                 + ", ".join(f"{c['world']}/{c['split']}/{c['subtask']} ({c['acc']:.2f} vs chance {c['chance']:.2f}, n {c['n']})"
                              for c in flagged)
                 + ": these tests do not need the new knowledge.", ""]
+    out += _claims_lines(claims)
     out += ["## Accuracy", ""]
     for world in sorted({r["world"] for r in rows}):
         out += [f"### {world}", "", "| split | n | chance | " + " | ".join(conditions) + " |",
@@ -100,6 +107,32 @@ def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInpu
     if inputs.stage_seconds:
         out += ["", "Measured wall time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in inputs.stage_seconds.items()) + "."]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _claims_lines(claims: list[dict]) -> list[str]:
+    """The claims table (`claims.decide` rows): the paper's findings, then the pipeline's controls."""
+    lines = ["## Claims", "",
+             ("Each claim compares two conditions on the same items (McNemar's exact test; the 95% interval is "
+              "the one it implies), or a condition's accuracy with chance or a level (exact Clopper-Pearson "
+              "interval), per world. Verdict: reproduced = the interval lies on the expected side (for A > B: "
+              "above 0); contradicted = wholly on the other side; inconclusive = neither (for A ≥ B, agreement "
+              "within the noise is inconclusive too); not run = the run lacks what the claim needs."), ""]
+    for title, check in (("The paper's findings", False), ("Controls", True)):
+        lines += [f"### {title}", "", "| finding | expected | world: splits | n | this run | 95% interval | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in (r for r in claims if r["check"] == check):
+            if r["world"] is None:
+                lines.append(f"| {r['finding']} | {r['paper']} | — | — | — | — | {r['verdict']}: {r['note']} |")
+                continue
+            if r["b"] is None:
+                measured, interval = f"{r['a']} {r['a_acc']:.2f}", f"[{r['lo']:.2f}, {r['hi']:.2f}]"
+            else:
+                measured = f"{r['a']} {r['a_acc']:.2f} − {r['b']} {r['b_acc']:.2f} = {r['diff']:+.2f}"
+                interval = f"[{r['lo']:+.2f}, {r['hi']:+.2f}]"
+            lines.append(f"| {r['finding']} | {r['paper']} | {r['world']}: {', '.join(r['splits'])} | {r['n']} | "
+                         f"{measured} | {interval} | {r['verdict']} |")
+        lines.append("")
+    return lines
 
 
 def _audit_lines(audit: dict) -> list[str]:
