@@ -119,10 +119,11 @@ def _decide_world(claim: Claim, world: str, splits: list[str], outcomes: dict[st
     group = _in(outcomes[claim.a], world, splits)
     n = len(group)
     a_acc = sum(o["correct"] for o in group) / n
-    if claim.b in (None, CHANCE):
-        lo, hi = binomial_interval(int(sum(o["correct"] for o in group)), n, level)
+    if claim.b in (None, CHANCE):  # A's accuracy, or A's accuracy minus the items' mean chance
         shift = sum(o["chance"] for o in group) / n if claim.b == CHANCE else 0.0
-        diff, lo, hi, p, b_acc = a_acc - shift, lo - shift, hi - shift, None, (shift if claim.b == CHANCE else None)
+        lo, hi = binomial_interval(int(sum(o["correct"] for o in group)), n, level)
+        diff, lo, hi, p = a_acc - shift, lo - shift, hi - shift, None
+        b_acc = shift if claim.b == CHANCE else None
     else:
         other = _in(outcomes[claim.b], world, splits)
         pair = paired_difference({o["item_id"]: o["correct"] for o in group}, {o["item_id"]: o["correct"] for o in other}, level)
