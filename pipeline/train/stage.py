@@ -5,6 +5,9 @@ augmentations exist, the model loads (config, architecture, weight files, LoRA t
 examples fit the context window and the batch is not larger than the data. Then one Ray Train
 fit per condition (`loop.fit`); a condition whose model folder is complete and was trained with
 the same config and data is skipped, so a killed run redoes only the unfinished conditions.
+Conditions whose examples are identical (an augmentation that produced nothing usable leaves
+ft+local training on exactly ft's examples) share one fit: same seed, config and data make the
+same model, so each gets a copy of it, its record naming the fit (`same_fit_as`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import storage
 from pipeline.conditions import FT_STRATEGIES
 from pipeline.config import RunConfig
 from pipeline.models import (
@@ -25,7 +29,6 @@ from pipeline.models import (
 )
 from pipeline.records import Doc, RecordError, read_records
 from pipeline.runs import Run
-from pipeline import storage
 from pipeline.storage import AnyPath
 from pipeline.train import attempts, export
 from pipeline.train.batches import PlanError, padding_share, plan_rows, plan_steps
@@ -179,40 +182,53 @@ def run(cfg: RunConfig, run: Run) -> dict:
     cpus = cpus_per_worker(cfg)
     store = storage_location(cfg, run)
 
-    summary: dict = {}
+    entries: dict[str, dict] = {}
+    groups: dict[str, list[Prepared]] = {}  # examples' fingerprint -> conditions that train on exactly them
     for p in prepared:
-        target = run.path("models", p.condition)
-        record = training_record(cfg, p, model_path)
-        facts = {"docs": p.docs, "augmented_docs": p.augmented, "examples": p.examples, "steps": p.steps, "padding_share": round(p.padding_share, 4)}
-        if reusable(target, record):
-            log.info(f"{p.condition}: {target} is complete; skipped")
-            summary[p.condition] = {**facts, "skipped": True}
-            continue
+        if reusable(run.path("models", p.condition), training_record(cfg, p, model_path)):
+            log.info(f"{p.condition}: {run.path('models', p.condition)} is complete; skipped")
+            entries[p.condition] = {**_facts(p), "skipped": True}
+        else:
+            groups.setdefault(p.fingerprint, []).append(p)
+    for p, *same in groups.values():
         name = fit_name(p.condition)
+        record = training_record(cfg, p, model_path)
         attempt = attempts.prepare(store / name, record)  # resume a killed attempt of this same training
         log.info(f"{p.condition}: {p.examples} examples from {p.docs} docs ({p.augmented} augmented), {p.steps} steps, "
-              f"padding {p.padding_share:.1%}")
+                 f"padding {p.padding_share:.1%}")
+        for q in same:  # same seed, config and examples: the same model, so one fit serves all
+            log.info(f"{q.condition}: the same examples as {p.condition} ({q.augmented} augmented docs); "
+                     f"its model is {p.condition}'s fit")
         if attempt.state == "finished":  # the fit ended before the kill; only its export was missing
             fs, path = storage.filesystem(attempt.checkpoint)
             result = SimpleNamespace(metrics=attempt.metrics, checkpoint=Checkpoint(path, filesystem=fs))
         else:
             result = fit(name, p.rows, cfg.train, str(model_path), cfg.seed, store, cpus_per_worker=cpus, model=cfg.model)
-        m = result.metrics
         with result.checkpoint.as_directory() as exported:
-            losses = read_losses(exported)
-        per_epoch = min(len(losses), -(-p.examples // cfg.train.batch_size))
-        numbers = {
-            **facts, "first_epoch_loss": round(sum(losses[:per_epoch]) / per_epoch, 4),
-            "last_epoch_loss": round(sum(losses[-per_epoch:]) / per_epoch, 4),
-            "bf16": m["bf16"], "tokens": m["tokens"], "train_seconds": round(m["train_seconds"], 2),
-            "setup_seconds": round(m["setup_seconds"], 2), "data_wait_seconds": round(m["data_wait_seconds"], 2),
-            "tokens_per_s": round(m["tokens_per_s"] or 0, 1),
-            "resumed_from_step": m["resumed_from_step"],
-        }
-        with result.checkpoint.as_directory() as exported:
-            export.finalize(Path(exported), target, tokenizer, {**record, "result": numbers})
+            numbers = _numbers(result.metrics, read_losses(exported), p.examples, cfg.train.batch_size)
+            for q in [p, *same]:
+                shared = {"same_fit_as": p.condition} if q is not p else {}
+                export.finalize(Path(exported), run.path("models", q.condition), tokenizer,
+                                {**training_record(cfg, q, model_path), "result": {**_facts(q), **numbers, **shared}})
+                entries[q.condition] = {**_facts(q), **numbers, **shared, "skipped": False}
         storage.remove(store / name)
-        summary[p.condition] = {**numbers, "skipped": False}
     if not storage.is_remote(store) and store.is_dir() and not any(store.iterdir()):
         store.rmdir()
-    return summary
+    return {p.condition: entries[p.condition] for p in prepared}
+
+
+def _facts(p: Prepared) -> dict:
+    return {"docs": p.docs, "augmented_docs": p.augmented, "examples": p.examples, "steps": p.steps,
+            "padding_share": round(p.padding_share, 4)}
+
+
+def _numbers(m: dict, losses: list[float], examples: int, batch_size: int) -> dict:
+    """What a fit measured: losses of its first and last epoch, precision, tokens, times."""
+    per_epoch = min(len(losses), -(-examples // batch_size))
+    return {
+        "first_epoch_loss": round(sum(losses[:per_epoch]) / per_epoch, 4),
+        "last_epoch_loss": round(sum(losses[-per_epoch:]) / per_epoch, 4),
+        "bf16": m["bf16"], "tokens": m["tokens"], "train_seconds": round(m["train_seconds"], 2),
+        "setup_seconds": round(m["setup_seconds"], 2), "data_wait_seconds": round(m["data_wait_seconds"], 2),
+        "tokens_per_s": round(m["tokens_per_s"] or 0, 1), "resumed_from_step": m["resumed_from_step"],
+    }

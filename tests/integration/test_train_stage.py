@@ -1,5 +1,6 @@
 """The `train` stage on a run folder: bad input fails before any worker starts and writes nothing;
-a ZeRO-2 run writes a complete model folder per condition and skips it when run again."""
+a ZeRO-2 run writes a complete model folder per condition and skips it when run again; conditions
+with identical examples share one fit."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pipeline.runs import Run
 from pipeline.stages import record_done
 from pipeline.train import stage
 
-WORDS = "femp glon yomp troff zept telk brix quor dask vimp sarn plob".split()
+WORDS = ["femp", "glon", "yomp", "troff", "zept", "telk", "brix", "quor", "dask", "vimp", "sarn", "plob"]
 DOCS = [
     {"doc_id": f"r{i}", "world": "reversals", "origin": "train",
      "text": f"Did you know that the {a} are more dangerous than the {b}? The {a} are very fast."}
@@ -37,6 +38,7 @@ def make_run(tmp_path, docs=DOCS, augmented=None, **overrides) -> tuple:
     record_done("data", cfg, run, {}, 0.0)
     if augmented is not None:
         write_records(run.path("augment", "augmented.parquet"), Doc, augmented)
+        record_done("augment", cfg, run, {}, 0.0)
     return cfg, run
 
 
@@ -68,14 +70,24 @@ def test_bad_input_fails_before_any_worker_and_writes_nothing(tmp_path, case, er
     assert_nothing_written(run)
 
 
-def test_stage_writes_complete_model_folders_and_skips_them_on_rerun(ray_cluster, tmp_path):
+def test_stage_writes_complete_model_folders_and_skips_them_on_rerun(ray_cluster, tmp_path, caplog):
     from transformers import AutoTokenizer
 
     from pipeline.models import load_model, load_tokenizer
     from pipeline.stages import run_stage
 
-    cfg, run = make_run(tmp_path)
-    summary = run_stage("train", cfg, run)
+    # the local augmentation produced nothing for this run: ft+local trains on exactly ft's examples
+    cfg, run = make_run(tmp_path, augmented=[], conditions=["base", "ft", "ft+local"])
+    with caplog.at_level("INFO", logger="pipeline"):
+        summary = run_stage("train", cfg, run)
+    assert sum("examples from" in r.getMessage() for r in caplog.records) == 1  # one fit for both
+    shared = summary["ft+local"]
+    assert shared["same_fit_as"] == "ft" and shared["skipped"] is False and shared["augmented_docs"] == 0
+    assert {k: v for k, v in shared.items() if k != "same_fit_as"} == summary["ft"]
+    copy = json.loads(run.path("models", "ft+local", "train_config.json").read_text())
+    assert copy["condition"] == "ft+local" and copy["strategies"] == ["local"] and copy["result"]["same_fit_as"] == "ft"
+    assert (run.path("models", "ft+local", "model.safetensors").read_bytes()
+            == run.path("models", "ft", "model.safetensors").read_bytes())
     ft = summary["ft"]
     # 12 docs x 2 sentences + 1 unsplit prompt/completion doc
     assert ft["examples"] == 25 and ft["steps"] == 3 * 4 and ft["skipped"] is False
@@ -89,11 +101,11 @@ def test_stage_writes_complete_model_folders_and_skips_them_on_rerun(ray_cluster
     load_model(str(folder))
     text = "The glon are less dangerous than the femp."
     assert AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == load_tokenizer("tiny-random")(text)["input_ids"]
-    assert sorted(p.name for p in run.path("models").iterdir()) == ["ft"]  # no temp folders left
+    assert sorted(p.name for p in run.path("models").iterdir()) == ["ft", "ft+local"]  # no temp folders left
     assert not run.path("train").exists()  # Ray Train storage cleaned up
 
     again = stage.run(cfg, run)
-    assert again["ft"]["skipped"] is True
+    assert again["ft"]["skipped"] is True and again["ft+local"]["skipped"] is True
     # a changed config or changed data is retrained, not reused
     prepared = stage.prepare("ft", cfg, DOCS, [], load_tokenizer("tiny-random"), 512)
     same = stage.training_record(cfg, prepared, record["base_model_path"])
