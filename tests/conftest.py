@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -42,14 +43,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """moto's S3 server on 127.0.0.1 (a port of its own), for run storage on an object store.
@@ -61,7 +54,7 @@ def s3_server(tmp_path_factory):
     import time
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -25,19 +25,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ports import free_port, listening
 
 pytestmark = pytest.mark.multinode
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONDITIONS = ["ft", "ft+local", "ft+global", "ft+local+global", "ft+oracle"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _mount_namespaces_allowed() -> str | None:
@@ -54,7 +47,7 @@ def _active_nodes(env: dict, gcs: int) -> int:
     out = subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"], env=env, capture_output=True,
                          text=True, timeout=60).stdout
     active = out.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in out else ""
-    return len(re.findall(r"^\s*\d+ node_[0-9a-f]+", active, flags=re.M))
+    return len(re.findall(r"^\s*\d+ node_[0-9a-f]+", active, flags=re.MULTILINE))
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +65,11 @@ def cluster(tmp_path_factory, s3_server):
     env = {**os.environ, **s3_server.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "DS_ACCELERATOR": "cpu",
            "KNOWLEDGE_LAB_CACHE": str(cache), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dash = _free_port(), _free_port()
-    head_ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-                  f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
-    worker_ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-                    f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
+    gcs, dash = free_port(), free_port()
+    head_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                  f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    worker_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
     logs = {name: open(base / f"{name}.log", "w") for name in ("head", "worker")}
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=0", "--num-gpus=0", "--node-ip-address=127.0.0.1",
@@ -90,9 +83,9 @@ def cluster(tmp_path_factory, s3_server):
     worker = None
     try:
         deadline = time.time() + 180
-        while _active_nodes(env, gcs) < 1:
+        while not listening(gcs):  # the head's GCS is up: the worker node can join
             assert head.poll() is None and time.time() < deadline, (base / "head.log").read_text()[-3000:]
-            time.sleep(2)
+            time.sleep(0.2)
         worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", f"{masked} && exec {worker_cmd}"],
                                   env=env, stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True)
         while _active_nodes(env, gcs) < 2:
@@ -100,14 +93,15 @@ def cluster(tmp_path_factory, s3_server):
             time.sleep(2)
         yield type("Cluster", (), {"env": env, "dash": dash, "gcs": gcs, "runs": runs, "cache": cache, "base": base})
     finally:
-        for proc in (worker, head):  # `ray start --block` stops its node's processes on SIGTERM
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
+        running = [p for p in (worker, head) if p is not None and p.poll() is None]
+        for proc in running:  # `ray start --block` stops its node's processes on SIGTERM; both at once
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
         for f in logs.values():
             f.close()
         shutil.rmtree(head_tmp, ignore_errors=True)
@@ -164,10 +158,16 @@ def test_smoke_job_on_two_nodes_stores_everything_in_the_bucket_and_serves_a_tun
     out = f"{s3_bucket}/runs"
     proc = submit(cluster, "run", "configs/smoke.yaml", "--set", f"output_dir={out}")
     assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
-    # the job's log: each fit's progress line (steps, rate) once, no Ray Train State API warnings
+    # the job's log: each fit's progress line (steps, rate) once, no Ray Train State API warnings;
+    # a condition whose augmentation added nothing trains on ft's examples and shares ft's fit
+    trained = bucket_json(s3_server, f"{out}/smoke/manifests/train.json")["summary"]
+    fits = [c for c in CONDITIONS if "same_fit_as" not in trained[c]]
+    assert "ft" in fits and "ft+oracle" in fits
+    assert all(trained[c]["same_fit_as"] == "ft" and trained[c]["augmented_docs"] == 0 for c in CONDITIONS if c not in fits)
     for condition in CONDITIONS:
         fit = condition.replace("+", "_")
-        assert sum(f"train {fit}: 6/6 (100%)" in line and "steps/s" in line for line in proc.stdout.splitlines()) == 1, fit
+        lines = sum(f"train {fit}: 6/6 (100%)" in line and "steps/s" in line for line in proc.stdout.splitlines())
+        assert lines == (condition in fits), fit
     assert "Failed to query Ray Train Controller" not in proc.stdout
     data = bucket_json(s3_server, f"{out}/smoke/manifests/data.json")["summary"]
     assert (data["docs"], data["items"]) == (22, 30)
@@ -182,7 +182,7 @@ def test_smoke_job_on_two_nodes_stores_everything_in_the_bucket_and_serves_a_tun
     assert not [f for f in files if f.startswith("runs/smoke/train/")]  # checkpoints removed after export
     assert not any(cluster.runs.iterdir())  # nothing went to the driver's local disk
 
-    port = _free_port()
+    port = free_port()
     serving = submit(cluster, "serve", "configs/smoke.yaml", "--set", f"output_dir={out}", "--set", f"serve.port={port}",
                      wait=False, timeout=300)
     assert serving.returncode == 0, serving.stdout[-3000:] + serving.stderr[-2000:]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from ports import free_port
+from test_serve_app import run_cfg  # noqa: F401 - fixture
 
 from pipeline.config import RunConfig
-from test_serve_app import _free_port, run_cfg  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -23,7 +24,7 @@ def keyed(ray_cluster, run_cfg: RunConfig):
 
     from serve.app import start
 
-    cfg = run_cfg.model_copy(update={"serve": run_cfg.serve.model_copy(update={"port": _free_port(),
+    cfg = run_cfg.model_copy(update={"serve": run_cfg.serve.model_copy(update={"port": free_port(),
                                                                                 "api_keys": ["cfg-key"]})})
     mp = pytest.MonkeyPatch()
     mp.setenv("KNOWLEDGE_LAB_API_KEYS", "env-key-1,env-key-2")

@@ -7,11 +7,10 @@ deployment holding at most one model, so alternating two models must load and ev
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 import torch
+from ports import free_port
 
 from pipeline.conditions import condition_spec, context_window, load_condition_model
 from pipeline.config import RunConfig
@@ -42,12 +41,6 @@ ITEMS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _save_shifted_model(tiny_model_dir, out) -> None:
     """A stand-in for a tuned model: the tiny model with its output layer untied and shifted."""
     model = load_model(str(tiny_model_dir))
@@ -73,7 +66,7 @@ def run_cfg(tmp_path_factory, tiny_model_dir) -> RunConfig:
         "name": "served", "output_dir": str(root), "conditions": ["base", "icl", "ft", "ft+oracle"],
         "model": {"ref": str(tiny_model_dir), "max_context": 1024},
         "serve": {
-            "port": _free_port(), "max_models_per_replica": 1, "max_batch_size": 4, "batch_wait_timeout_s": 0.2,
+            "port": free_port(), "max_models_per_replica": 1, "max_batch_size": 4, "batch_wait_timeout_s": 0.2,
             "max_tokens_cap": 32, "max_prompts": 3, "max_items": 3, "max_body_bytes": 4000,
             "generation": {"num_cpus": 0.5}, "evaluator": {"num_cpus": 0.5}, "ingress": {"num_cpus": 0.1},
             "health_check_period_s": 2,
@@ -193,7 +186,6 @@ def test_multiplexing_loads_and_evicts_least_recently_used(client):
 # ---------------------------------------------------------------------------- evaluator
 
 
-
 def _offline_scores(cfg: RunConfig, condition: str, items: list[dict]) -> list[dict]:
     """What the offline evaluator computes for these items under `condition`."""
     run = Run.of(cfg)
@@ -266,7 +258,6 @@ def test_healthz(client, run_cfg):
 
 def test_deployments_use_the_configured_resources(client, run_cfg):
     from ray import serve
-
     from ray.serve.context import _get_global_client
 
     status = serve.status().applications[run_cfg.serve.app_name]

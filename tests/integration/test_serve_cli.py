@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,16 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ports import free_port
 
 from pipeline.records import Doc, Item, write_records
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(tmp_path, tiny_model_dir, port: int) -> Path:
@@ -43,14 +37,14 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def test_serve_refuses_a_run_that_has_not_finished(tmp_path, tiny_model_dir):
-    proc = _cli("serve", str(_config(tmp_path, tiny_model_dir, _free_port())))
+    proc = _cli("serve", str(_config(tmp_path, tiny_model_dir, free_port())))
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out
     assert "not a finished run (no data/items.parquet)" in out and str(tmp_path / "runs" / "cli") in out
 
 
 def test_serve_command_serves_until_interrupted(tmp_path, tiny_model_dir):
-    port = _free_port()
+    port = free_port()
     cfg = _config(tmp_path, tiny_model_dir, port)
     run = tmp_path / "runs" / "cli"
     write_records(run / "data" / "docs.parquet", Doc,
