@@ -2,7 +2,9 @@
 
 Same model, same examples, same step plan (length-bucketed micro-batches from
 `pipeline.train.batches`), same optimizer (torch AdamW), same LR schedule and clipping. Tokens/s
-counts real (non-padding) tokens over the training steps only; setup (worker start, model load,
+counts real (non-padding) tokens over the training steps only (with the cost model's 6 x params x
+tokens it gives the achieved FLOP/s and the fraction of this machine's matmul roof,
+`pipeline.roofline`); setup (worker start, model load,
 `deepspeed.initialize`) and the final export are reported apart as the fit's wall time.
 
 Precision is alike on both paths: with bf16 the bare loop keeps fp32 weights and computes under
@@ -22,6 +24,7 @@ import os
 import random
 import tempfile
 import time
+from pathlib import Path
 
 LEADS = ["Did you know that", "It is well known that", "Remember that", "People say that", ""]
 COMPARATIVES = ["more dangerous", "heavier", "brighter", "faster", "older than most", "louder"]
@@ -137,14 +140,23 @@ def main(argv: list[str] | None = None) -> None:
     ray.shutdown()
     results = [(label, *best[label]) for label, _, _ in runs]
 
+    import torch
+
+    from pipeline.report.inputs import parameter_count
+    from pipeline.roofline import fraction, roof
+
     baseline = results[0][1]["tokens_per_s"]
+    params, ceiling = parameter_count(Path(model_path)), roof(args.precision, cpus)
     print(f"\nmodel {args.model}, {args.precision}, {args.steps} steps x {args.batch_size} examples, {cpus} CPUs, "
-          f"best of {args.repeats}")
-    print("| configuration | tokens/s | vs bare loop | setup s | data wait s | wall s | padding | final loss |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"best of {args.repeats}; CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+          f"{args.precision} matmul roof {ceiling.flops_per_s / 1e9:.0f} GFLOP/s ({cpus} threads)")
+    print("| configuration | tokens/s | vs bare loop | setup s | data wait s | wall s | padding | final loss | GFLOP/s | of roof |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label, r, padding in results:
+        achieved, share = fraction(6.0 * params * r["tokens_per_s"], 1.0, ceiling)  # the cost model over 1 s of training
         print(f"| {label} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / baseline:.2f}x | {r['setup_s']:.1f} | "
-              f"{r['data_wait_s']:.2f} | {r['wall_s']:.1f} | {padding:.1%} | {r['final_loss']:.3f} |")
+              f"{r['data_wait_s']:.2f} | {r['wall_s']:.1f} | {padding:.1%} | {r['final_loss']:.3f} | "
+              f"{achieved / 1e9:.1f} | {share:.0%} |")
 
 
 if __name__ == "__main__":

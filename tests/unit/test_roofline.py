@@ -39,3 +39,12 @@ def test_fraction_of_roof():
     roof = roofline.Roof("fp32", 2, 100e9, 2048, "k")
     assert roofline.fraction(60e9, 2.0, roof) == (30e9, pytest.approx(0.3))
     assert roofline.fraction(60e9, 2.0, None) == (30e9, None)
+
+
+def test_a_slower_measurement_keeps_the_higher_cached_roof(tmp_path):
+    path = tmp_path / "roofline.json"
+    key = roofline.machine_key("fp32", 1)
+    path.write_text(json.dumps({key: {"dtype": "fp32", "threads": 1, "flops_per_s": 1e18, "size": 64, "key": key}}))
+    assert roofline.measure_and_cache("fp32", 1, size=64, seconds=0.01, path=path).flops_per_s == 1e18
+    path.write_text(json.dumps({key: {"dtype": "fp32", "threads": 1, "flops_per_s": 1.0, "size": 64, "key": key}}))
+    assert roofline.measure_and_cache("fp32", 1, size=64, seconds=0.01, path=path).flops_per_s > 1.0
