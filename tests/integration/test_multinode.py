@@ -11,6 +11,7 @@ on, as Ray 2.60 sets it up: the token is in RAY_AUTH_TOKEN for every `ray` comma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -94,14 +95,17 @@ def cluster(tmp_path_factory, s3_server):
         yield type("Cluster", (), {"env": env, "dash": dash, "gcs": gcs, "runs": runs, "cache": cache, "base": base})
     finally:
         running = [p for p in (worker, head) if p is not None and p.poll() is None]
-        for proc in running:  # `ray start --block` stops its node's processes on SIGTERM; both at once
+        for proc in running:  # SIGTERM to every process of both nodes at once
             os.killpg(proc.pid, signal.SIGTERM)
+        grace = time.time() + 5  # a node's graceful stop takes half a minute: nothing here needs it
         for proc in running:
             try:
-                proc.wait(timeout=120)
+                proc.wait(timeout=max(0.1, grace - time.time()))
             except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+            proc.wait(timeout=30)
         for f in logs.values():
             f.close()
         shutil.rmtree(head_tmp, ignore_errors=True)
