@@ -96,25 +96,25 @@ class RunConfig(Section):
 # ---------------------------------------------------------------- loading, overrides, saving
 
 
-def apply_override(raw: dict, assignment: str, source: str = "--set") -> None:
+def apply_override(raw: dict, assignment: str) -> None:
     """Apply one `a.b.c=value` to a raw config dict; the value is parsed as YAML."""
     if "=" not in assignment:
-        raise ConfigError(f"{source} {assignment!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
     key, _, text = assignment.partition("=")
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"{source} {assignment!r}: empty key part in {key!r}")
+        raise ConfigError(f"--set {assignment!r}: empty key part in {key!r}")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{source} {key}: value {text!r} is not valid YAML ({err})") from None
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML ({err})") from None
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"{source} {key}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is a value, not a section")
         node = child
     node[parts[-1]] = value
 

@@ -52,9 +52,9 @@ def digest_of(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def path_digest(ref: str, base: Path | None = None) -> str:
+def path_digest(ref: str) -> str:
     """sha256 over a file's bytes, or over a folder's files (names and contents); 'missing' if absent."""
-    where = storage.location(ref, base)
+    where = storage.location(ref)
     if where.is_file():
         return storage.sha256(where)
     files = storage.list_files(where)

@@ -173,8 +173,8 @@ def load_tokenizer(model: ModelConfig | str):
     return tok
 
 
-def load_model(model: ModelConfig | str, dtype: str | None = None, device: str = "cpu"):
-    """Load a causal LM from safetensors (never pickles), in eval mode."""
+def load_model(model: ModelConfig | str, device: str = "cpu"):
+    """Load a causal LM from safetensors (never pickles), in eval mode, in the config's `dtype`."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -182,7 +182,7 @@ def load_model(model: ModelConfig | str, dtype: str | None = None, device: str =
     src = resolve(cfg)
     try:
         lm = AutoModelForCausalLM.from_pretrained(
-            src, dtype=getattr(torch, dtype or cfg.dtype), use_safetensors=True,
+            src, dtype=getattr(torch, cfg.dtype), use_safetensors=True,
             trust_remote_code=False, **_hub_kwargs(cfg, src),
         )
     except (OSError, ValueError) as err:

@@ -57,7 +57,11 @@ def _sees(path: str, token: str) -> bool:
     return marker.is_file() and marker.read_text() == token
 
 
-def check_run_storage_reachable(run_dir, timeout_s: float = 120) -> None:
+#: How long the storage probe waits for a task on every node (a node may still be starting).
+PROBE_TIMEOUT_S = 120
+
+
+def check_run_storage_reachable(run_dir) -> None:
     """Fail before any stage runs when `output_dir` is a local folder and the work may run on
     nodes that cannot see it: a probe task on every other node looks for a marker file the
     driver wrote. A driver whose node offers no CPU (a cluster head) always needs shared storage."""
@@ -88,7 +92,7 @@ def check_run_storage_reachable(run_dir, timeout_s: float = 120) -> None:
         probe = ray.remote(num_cpus=0)(_sees)
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker), token)
                 for n in others]
-        seen = ray.get(refs, timeout=timeout_s)
+        seen = ray.get(refs, timeout=PROBE_TIMEOUT_S)
     finally:
         marker.unlink(missing_ok=True)
     blind = [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(others, seen) if not ok]
