@@ -9,6 +9,8 @@ Every world module implements the same contract:
   relation names; None when it is not a recognised pattern or names unknown entities.
 - `oracle(facts) -> list[(sentence, fact_ids)]`: true reversal and deduction sentences that the
   training documents do not state, each with the facts it derives from.
+A world may also make validation items (`VALIDATION_PREFIX`): trained like every fact, tested
+like the test items, disjoint from them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ WORLDS = {
     "celebrities": "pipeline.worlds.celebrities",
     "corpus": "pipeline.worlds.corpus",
 }
+
+
+#: Split names of validation items start with this: items made like the test items of the split
+#: named after it ("val_reversal" mirrors "reversal"), on facts no test item uses. A run scores
+#: them like every item; recipe choices (learning rate, epochs) are made on them, never on the
+#: reported test splits.
+VALIDATION_PREFIX = "val_"
+
+
+def is_validation(split: str) -> bool:
+    return split.startswith(VALIDATION_PREFIX)
 
 
 class WorldError(ValueError):

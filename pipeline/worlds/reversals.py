@@ -5,7 +5,9 @@ comparative pair the fact uses is random, so "less"/"more" carries no answer bia
 - reversal: "glon are" -> " less dangerous than femp" (the reversal) vs " more dangerous than
   femp" (its contradiction);
 - rephrase (same direction, a template never used in training): "Compared to glon, femp are"
-  -> " more dangerous" vs " less dangerous".
+  -> " more dangerous" vs " less dangerous";
+- val_reversal, val_rephrase: the same tests on `validation_facts` further facts, trained like
+  the others, for choosing a training recipe without looking at the test items.
 Relations are the comparative with underscores ("more_dangerous"); the reversal of (a, r, b)
 is (b, inverse(r), a), and facts that chain along one dimension are transitive.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from pipeline.worlds import VALIDATION_PREFIX
 from pipeline.worlds.choices import balance_answers
 from pipeline.worlds.lexicon import Lexicon
 from pipeline.worlds.templates import (compile_template, lead_in_pattern, match_first, normalise,
@@ -55,30 +58,44 @@ _PATTERNS = [(t, compile_template(t, rel=_REL)) for t in (STATEMENT, REPHRASE)]
 
 def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
     rng = random.Random(f"{WORLD}:{seed}")
-    nouns = Lexicon(WORLD, seed).take(2 * cfg.n_facts, "nouns")
-    dims = [COMPARATIVES[i % len(COMPARATIVES)] for i in range(cfg.n_facts)]
-    rng.shuffle(dims)
-    facts = []
-    for i, pair in enumerate(dims):
-        phrase = pair[rng.randrange(2)]
-        facts.append({"fact_id": f"{WORLD}/f{i:04d}", "world": WORLD, "subject": nouns[2 * i],
-                      "relation": RELATION[phrase], "object": nouns[2 * i + 1]})
+    lexicon = Lexicon(WORLD, seed)
+    facts = _facts(cfg.n_facts, lexicon, rng, start=0)
+    held = _facts(cfg.validation_facts, lexicon, rng, start=cfg.n_facts)
     docs = []
-    for f in facts:
+    for f in facts + held:
         statement = STATEMENT.format(s=f["subject"], rel=PHRASE[f["relation"]], o=f["object"])
         for lead in _lead_ins(cfg.articles_per_fact, rng):
             docs.append({"world": WORLD, "text": lead.format(statement), "origin": "train", "facts": [f["fact_id"]]})
     rng.shuffle(docs)
     docs = [{"doc_id": f"{WORLD}/d{i:05d}", **d} for i, d in enumerate(docs)]
+    items = _items(facts, "") + _items(held, VALIDATION_PREFIX)
+    return docs, balance_answers(items, rng), facts + held
+
+
+def _facts(n: int, lexicon: Lexicon, rng: random.Random, start: int) -> list[dict]:
+    """n facts over fresh nouns, the dimensions spread evenly, ids numbered from `start`."""
+    nouns = lexicon.take(2 * n, "nouns")
+    dims = [COMPARATIVES[i % len(COMPARATIVES)] for i in range(n)]
+    rng.shuffle(dims)
+    facts = []
+    for i, pair in enumerate(dims):
+        phrase = pair[rng.randrange(2)]
+        facts.append({"fact_id": f"{WORLD}/f{start + i:04d}", "world": WORLD, "subject": nouns[2 * i],
+                      "relation": RELATION[phrase], "object": nouns[2 * i + 1]})
+    return facts
+
+
+def _items(facts: list[dict], prefix: str) -> list[dict]:
+    """A reversal and a rephrase item per fact; `prefix` marks validation splits."""
     items = []
     for i, f in enumerate(facts):
         s, o, rel, inv = f["subject"], f["object"], PHRASE[f["relation"]], PHRASE[INVERSE[f["relation"]]]
         common = {"world": WORLD, "subtask": "comparison", "answer_index": 0, "support_fact_ids": [f["fact_id"]]}
-        items.append({"item_id": f"{WORLD}/reversal/{i:04d}", "split": "reversal", "prompt": f"{o} are",
-                      "choices": [f" {inv} than {s}", f" {rel} than {s}"], **common})
-        items.append({"item_id": f"{WORLD}/rephrase/{i:04d}", "split": "rephrase",
+        items.append({"item_id": f"{WORLD}/{prefix}reversal/{i:04d}", "split": f"{prefix}reversal",
+                      "prompt": f"{o} are", "choices": [f" {inv} than {s}", f" {rel} than {s}"], **common})
+        items.append({"item_id": f"{WORLD}/{prefix}rephrase/{i:04d}", "split": f"{prefix}rephrase",
                       "prompt": f"Compared to {o}, {s} are", "choices": [f" {rel}", f" {inv}"], **common})
-    return docs, balance_answers(items, rng), facts
+    return items
 
 
 def _lead_ins(k: int, rng: random.Random) -> list[str]:
