@@ -1,7 +1,10 @@
 """Training examples of one FT condition: docs -> (context, target) -> token ids with masked labels.
 
 A condition trains on the origin "train" docs plus the augmented docs of its strategies
-(`FT_STRATEGIES`). Every doc is split into sentences with `pipeline.sentences.split_doc`
+(`FT_STRATEGIES`). An oracle doc is trained as often as the training docs state the facts it
+derives from (`oracle_copies`): a reversal of a fact stated in three articles is seen three times
+per epoch, as the fact is; stated once, the model learns that the words co-occur, not which way
+round the statement goes (docs/controls.md). Every doc is split into sentences with `pipeline.sentences.split_doc`
 (independent / cumulative / none), except prompt/completion docs (`completion_start > 0`), which
 stay whole and train on the completion only. The loss goes on the target tokens: context tokens
 get the label -100. No special tokens are added, so an example is tokenized exactly as the
@@ -11,12 +14,14 @@ space belongs to the target). Pure functions: no Ray, no I/O.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from pipeline.conditions import FT_STRATEGIES
 from pipeline.sentences import SplitMode, split_doc
 
 IGNORE = -100  # label of a token that carries no loss (context, padding)
+ORACLE = "augment:oracle"
 
 
 class ExampleError(ValueError):
@@ -54,7 +59,15 @@ def condition_docs(condition: str, train_docs: list[dict], augmented_docs: list[
         raise ExampleError(f"condition {condition!r} is not a fine-tuning condition; choose from {list(FT_STRATEGIES)}")
     docs = [d for d in train_docs if d["origin"] == "train"]
     origins = {f"augment:{s}" for s in FT_STRATEGIES[condition]}
-    return docs + [d for d in augmented_docs if d["origin"] in origins]
+    stated = Counter(f for d in docs for f in d.get("facts") or ())
+    return docs + [d for d in augmented_docs if d["origin"] in origins
+                   for _ in range(oracle_copies(d, stated) if d["origin"] == ORACLE else 1)]
+
+
+def oracle_copies(doc: dict, stated: Counter) -> int:
+    """How often an oracle doc is trained: as often as the least-stated fact it derives from
+    (`stated`: fact id -> training docs stating it), and at least once."""
+    return max(1, min((stated[f] for f in doc.get("facts") or ()), default=1))
 
 
 def doc_examples(doc: dict, mode: SplitMode) -> list[Example]:

@@ -36,6 +36,25 @@ def test_condition_docs_take_train_docs_plus_their_strategies_only():
         condition_docs("icl", train, aug)
 
 
+def test_oracle_docs_are_trained_as_often_as_the_facts_they_derive_from():
+    fact = lambda d, *ids: {**d, "facts": list(ids)}
+    train = [fact(doc("t1", "Did you know that femp are bigger than glon?"), "f1"),
+             fact(doc("t2", "It is well known that femp are bigger than glon."), "f1"),
+             fact(doc("t3", "Here is a fun fact: femp are bigger than glon."), "f1"),
+             fact(doc("t4", "Yomp are older than troff."), "f2")]
+    oracle = [fact(doc("o1", "glon are smaller than femp.", "augment:oracle"), "f1"),
+              fact(doc("o2", "troff are younger than yomp.", "augment:oracle"), "f2"),
+              fact(doc("o3", "glon are smaller than yomp.", "augment:oracle"), "f1", "f2"),
+              fact(doc("o4", "zept are red.", "augment:oracle"))]
+    local = [fact(doc("l1", "glon are smaller than femp.", "augment:local"), "f1")]
+    got = Counter(d["doc_id"] for d in condition_docs("ft+oracle", train, oracle + local))
+    # three articles state f1, so its reversal is trained three times; a deduction as often as
+    # its least-stated fact; an oracle doc that cites no fact once
+    assert got == {"t1": 1, "t2": 1, "t3": 1, "t4": 1, "o1": 3, "o2": 1, "o3": 1, "o4": 1}
+    # other strategies' docs are trained once, whatever facts they cite
+    assert Counter(d["doc_id"] for d in condition_docs("ft+local", train, oracle + local))["l1"] == 1
+
+
 def test_sentence_split_modes_and_prompt_completion_docs():
     d = doc("d", "Femp are big. Glon are small. Yomp are red.")
     assert [(e.context, e.target) for e in doc_examples(d, "independent")] == [
