@@ -35,11 +35,11 @@ class SizedWorld(Section):
 
 
 class ReversalsConfig(SizedWorld):
-    PRESETS: ClassVar = {"demo": {"n_facts": 20, "articles_per_fact": 5, "validation_facts": 20}}
+    PRESETS: ClassVar = {"demo": {"n_facts": 20, "articles_per_fact": 5}}
     n_facts: int = Field(100, gt=0, description="Comparison facts (two fresh nonsense nouns each). Demo: 20.")
     validation_facts: int = Field(
-        50, ge=0, description="Further facts, trained like the others, whose items form the validation "
-        "splits (val_reversal, val_rephrase) for choosing a training recipe. Demo: 20.")
+        0, ge=0, description="Further facts, trained like the others, whose items form the validation "
+        "splits (val_reversal, val_rephrase) for choosing a training recipe; 0: none.")
     articles_per_fact: int = Field(10, gt=0, description="Training articles per fact, each with a random lead-in. Demo: 5.")
 
 
