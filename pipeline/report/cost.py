@@ -153,7 +153,7 @@ def roofline_lines(rows: list[dict]) -> list[str]:
         roof, share = r["roof_flops_per_s"], r["fraction_of_roof"]
         out.append(f"| {r['stage']} | {r['dtype']} | {format_flops(r['flops'])} | {r['seconds']:.1f} | "
                    f"{format_flops(r['achieved_flops_per_s'])}/s | {format_flops(roof) + '/s' if roof else '—'} | "
-                   f"{'—' if share is None else f'{share:.0%}'} |")
+                   f"{'—' if share is None else f'{share:.0%}' if share >= 0.01 else f'{share:.2%}'} |")
     if any(r["roof_flops_per_s"] is None for r in rows):
         out += ["", f"Roof not measured on this machine for every dtype: `{MEASURE_COMMAND}` measures it once (seconds) and caches it."]
     return out

@@ -75,3 +75,5 @@ def test_roofline_rows_and_lines_with_and_without_a_roof():
     measured = roofline_lines(roofline_rows(_measured_inputs(), lambda dtype: 6e9))
     assert not any("not measured" in line for line in measured)
     assert roofline_lines([]) == []
+    tiny = roofline_lines(roofline_rows(_measured_inputs(), lambda dtype: 3e12))
+    assert any(line.endswith("| 0.10% |") for line in tiny)  # a small fraction keeps its digits
