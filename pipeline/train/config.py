@@ -2,7 +2,7 @@
 
 The training seed is the run's top-level `seed`. The defaults: full fine-tuning, bf16 where the
 hardware has it, ZeRO stage 2 on one Ray Train worker that holds every CPU. configs/demo.yaml
-trains shorter and harder (ZeRO stage 0, batch 8, 3 epochs, lr 1e-3; chosen in docs/controls.md).
+trains shorter and harder (ZeRO stage 0, batch 8, 3 epochs, lr 5e-4; chosen in docs/controls.md).
 """
 
 from __future__ import annotations
