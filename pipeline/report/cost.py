@@ -115,7 +115,7 @@ def stage_work(inputs: CostInputs) -> list[dict]:
     p = inputs.params
     out = []
     for cond, r in inputs.train_runs.items():
-        if r.get("tokens") and r.get("train_seconds"):
+        if r.get("tokens") and r.get("train_seconds") and not r.get("same_fit_as"):  # a shared fit once
             out.append({"stage": f"train {cond}", "flops": training_flops(p, r["tokens"]),
                         "seconds": float(r["train_seconds"]), "dtype": "bf16" if r.get("bf16") else "fp32"})
     for cond, t in inputs.scoring.items():
@@ -147,7 +147,8 @@ def roofline_lines(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     out = ["", "Achieved FLOP/s = the cost model's FLOPs over the measured time; fraction of roof = that over "
-           "this machine's measured matmul FLOP/s in the stage's dtype.", "",
+           "the matmul FLOP/s measured on the machine that wrote this report, in the stage's dtype (the right "
+           "roof when the run ran on this machine; on a cluster, the workers' own roof applies).", "",
            "| stage | dtype | FLOPs | seconds | achieved | roof | fraction of roof |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         roof, share = r["roof_flops_per_s"], r["fraction_of_roof"]

@@ -85,4 +85,7 @@ def cost_inputs(cfg: RunConfig, run: Run) -> CostInputs:
     augment_tokens = {s: int(n) for s, n in augment.get("tokens_by_strategy", {}).items()}
     seconds = {s: round(run.manifest(s)["seconds"], 1) for s in ("data", "augment", "train", "evaluate") if run.is_done(s)}
     return CostInputs(params=params, train_tokens=train_tokens, augment_tokens=augment_tokens,
-                      query_tokens=query_tokens, stage_seconds=seconds)
+                      query_tokens=query_tokens, stage_seconds=seconds,
+                      train_runs=_stage_summary(run, "train").get("summary", {}), scoring=timing,
+                      icl_prefix_tokens=sum(w.get("prefix_tokens", 0) for w in icl.values()),
+                      scoring_dtype=cfg.model.dtype, augment_dtype=cfg.augment.generator.dtype)

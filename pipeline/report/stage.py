@@ -14,12 +14,13 @@ import json
 import logging
 from collections import Counter
 
+from pipeline import roofline
 from pipeline.augment.audit import audit_entries
 from pipeline.config import RunConfig
 from pipeline.logs import results_logger
 from pipeline.records import write_text
 from pipeline.report.claims import decide
-from pipeline.report.cost import CostInputs, cost_rows, format_flops
+from pipeline.report.cost import CostInputs, cost_rows, format_flops, roofline_lines, roofline_rows
 from pipeline.report.inputs import cost_inputs, item_outcomes, split_rows
 from pipeline.report.plots import accuracy_plot
 from pipeline.runs import Run
@@ -106,6 +107,7 @@ def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInpu
                    f"{format_flops(r['upfront_flops'])} | {r['query_tokens']:,.0f} | {format_flops(r['per_query_flops'])} | {be_text} |")
     if inputs.stage_seconds:
         out += ["", "Measured wall time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in inputs.stage_seconds.items()) + "."]
+    out += roofline_lines(roofline_rows(inputs, roofline.cached_flops_per_s))
     return "\n".join(out).rstrip() + "\n"
 
 

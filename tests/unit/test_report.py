@@ -133,3 +133,33 @@ def test_claims_table_for_the_smoke_configs_worlds(tmp_path, tiny_model_dir):
     assert [w for w, _, _ in by["ICL > FT where ICL beats chance"]] == [
         "families: composition, reversal", "reversals: reversal", "syllogisms: syllogism"]
     assert sum(summary["claims"].values()) == len(rows)
+
+
+def test_roofline_table_shows_each_fit_once_against_the_cached_roof(tmp_path, tiny_model_dir, monkeypatch):
+    import os
+
+    from pipeline import roofline
+    from pipeline.models import load_model
+
+    cache = tmp_path / "roofline.json"
+    monkeypatch.setattr(roofline, "cache_path", lambda: cache)
+    threads = os.cpu_count() or 1
+    key = roofline.machine_key("fp32", threads)
+    cache.write_text(json.dumps({key: {"dtype": "fp32", "threads": threads, "flops_per_s": 1e12, "size": 64, "key": key}}))
+    cfg = validate_config({"name": "r", "output_dir": str(tmp_path / "runs"), "conditions": ["base", "icl", "ft"],
+                           "model": {"ref": "tiny-random"}})
+    run = Run.of(cfg)
+    items, scores = _items_and_scores()
+    write_evaluated(run, items, scores, timing={c: {"seconds": 1.0, "sequences": 8, "tokens": 40} for c in scores})
+    fit = {"tokens": 500, "train_seconds": 2.0, "bf16": False}
+    run.mark_done("train", {"ft": fit, "ft+local": {**fit, "same_fit_as": "ft"}}, 3.0)
+
+    report_stage.run(cfg, run)
+
+    text = run.path("report.md").read_text()
+    params = sum(p.numel() for p in load_model(str(tiny_model_dir)).parameters())
+    achieved = 6 * params * 500 / 2.0
+    row = next(line for line in text.splitlines() if line.startswith("| train ft |"))
+    assert row.endswith(f"| 1 TFLOP/s | {achieved / 1e12:.2%} |") and "| fp32 |" in row
+    assert "| train ft+local |" not in text  # the shared fit ran once
+    assert "Roof not measured" not in text
