@@ -9,6 +9,9 @@ import pytest
 from ports import free_port
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+# Serve gives a new proxy actor 5 s to report ready and then kills it; on a 2-core machine busy
+# with the rest of the suite its process can take longer than that just to start.
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CELEBRITIES = SHARED / "data" / "reversal_curse"
 
