@@ -2,7 +2,8 @@
 
 Every (condition, world, split, subtask) gets acc, acc_norm, their standard errors, n and the
 chance level (mean of 1 / number of choices); split "*" and subtask "*" are the aggregates over
-a world and over a split. The base condition doubles as the contamination check: a base row is
+a world (its test splits: validation splits `val_*`, kept for choosing a recipe, stay out of it)
+and over a split. The base condition doubles as the contamination check: a base row is
 flagged when acc - chance > max(margin, z * sqrt(chance * (1 - chance) / n)), i.e. far above
 chance both in absolute terms and against the binomial noise at chance.
 """
@@ -13,6 +14,7 @@ import math
 
 from pipeline.evaluate.scoring import predictions
 from pipeline.stats import mean_stderr
+from pipeline.worlds import is_validation
 
 ALL = "*"
 SCHEMA_VERSION = 1
@@ -58,7 +60,9 @@ def condition_rows(condition: str, items: list[dict], scores: list[dict]) -> lis
     rows = []
     for world in sorted({o["world"] for o in per_item}):
         in_world = [o for o in per_item if o["world"] == world]
-        rows.append(_row(condition, world, ALL, ALL, in_world))
+        tested = [o for o in in_world if not is_validation(o["split"])]
+        if tested:
+            rows.append(_row(condition, world, ALL, ALL, tested))
         for split in sorted({o["split"] for o in in_world}):
             in_split = [o for o in in_world if o["split"] == split]
             rows.append(_row(condition, world, split, ALL, in_split))

@@ -114,8 +114,9 @@ def prepare(condition: str, cfg: RunConfig, train_docs, extra_docs, tokenizer, m
     digest = hashlib.sha256()
     for ex in examples:
         digest.update(json.dumps([ex.doc_id, ex.input_ids, ex.num_context]).encode())
-    augmented = sum(d["origin"] != "train" for d in docs)
-    return Prepared(condition, len(docs), rows, len(examples), len(plan), padding_share(rows), digest.hexdigest()[:16], augmented)
+    distinct = {d["doc_id"]: d for d in docs}  # an oracle doc may be trained several times (see examples.py)
+    augmented = sum(d["origin"] != "train" for d in distinct.values())
+    return Prepared(condition, len(distinct), rows, len(examples), len(plan), padding_share(rows), digest.hexdigest()[:16], augmented)
 
 
 def training_record(cfg: RunConfig, p: Prepared, model_path) -> dict:

@@ -91,3 +91,17 @@ def test_table_has_one_line_per_world_and_split_and_a_column_per_condition():
     body = [line.split() for line in lines[2:]]
     assert [b[:3] for b in body] == [["w", "all", "6"], ["w", "reversal", "3"], ["w", "syllogism", "3"]]
     assert body[0][4:] == ["0.00±0.00", "1.00±0.00"]
+
+
+def test_a_worlds_aggregate_leaves_its_validation_splits_out():
+    from pipeline.evaluate.results import build_results
+
+    items = [{"item_id": f"{split}{i}", "world": "w", "split": split, "subtask": "s", "prompt": "q",
+              "choices": [" a", " b"], "answer_index": 0, "support_fact_ids": []}
+             for split in ("reversal", "val_reversal") for i in range(2)]
+    right, wrong = [-1.0, -2.0], [-2.0, -1.0]
+    scores = {"ft": [{"item_id": it["item_id"], "choice_logprobs": right if it["split"] == "reversal" else wrong,
+                      "choice_num_tokens": [1, 1], "choice_num_chars": [2, 2]} for it in items]}
+    rows = {(r["split"], r["subtask"]): r for r in build_results(items, scores)["rows"]}
+    assert rows[("*", "*")]["n"] == 2 and rows[("*", "*")]["acc"] == 1.0  # the test split alone
+    assert rows[("val_reversal", "*")]["acc"] == 0.0  # still reported on its own
