@@ -18,6 +18,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.records import Doc, Fact, Item, read_records
 from pipeline.data.stage import build_worlds
+from pipeline.worlds import is_validation
 
 FILES = ("docs.parquet", "items.parquet", "facts.parquet")
 SMALL = {"reversals": {"n_facts": 4, "articles_per_fact": 2}, "syllogisms": {"n_examples": 5},
@@ -119,8 +120,9 @@ def test_shipped_configs_build(monkeypatch):
         pytest.skip("celebrities data not found")
     docs, items, _ = build_worlds(demo)
     for world in demo.data.enabled():
-        n = sum(i["world"] == world for i in items)
+        n = sum(i["world"] == world and not is_validation(i["split"]) for i in items)
         assert 20 <= n <= 60, (world, n)
+    assert sum(i["world"] == "reversals" and is_validation(i["split"]) for i in items) == 40  # 20 facts, 2 splits
 
 
 @pytest.mark.slow
