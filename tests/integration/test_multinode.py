@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from ports import free_port, listening
+from ports import free_port
 
 pytestmark = pytest.mark.multinode
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,9 +84,9 @@ def cluster(tmp_path_factory, s3_server):
     worker = None
     try:
         deadline = time.time() + 180
-        while not listening(gcs):  # the head's GCS is up: the worker node can join
+        while _active_nodes(env, gcs) < 1:  # the head node is registered: the worker node can join
             assert head.poll() is None and time.time() < deadline, (base / "head.log").read_text()[-3000:]
-            time.sleep(0.2)
+            time.sleep(1)
         worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", f"{masked} && exec {worker_cmd}"],
                                   env=env, stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True)
         while _active_nodes(env, gcs) < 2:
