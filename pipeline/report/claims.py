@@ -10,10 +10,16 @@ claim names none). Its band is the open interval (low, high) where the paper put
 - contradicted: the interval lies wholly beyond the band ("A > B": it excludes 0 on B's side);
 - inconclusive: neither ("A > B": it includes 0);
 - not run: the run lacks a condition or split the claim needs; the row says which.
+
+"ICL > FT where ICL beats chance" picks its splits from the data, so it selects and decides on
+disjoint halves of each split's items (by a hash of the item id): a split is chosen where ICL's
+interval is above chance on the selection half, and the claim is decided on the other half only;
+choosing and testing on the same items would favour ICL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -37,7 +43,7 @@ class Claim:
     splits: tuple[str, ...] = ()  # pooled per world; () = every split
     band: tuple[float, float] = ABOVE  # where the quantity must lie to reproduce the claim
     check: bool = False  # a control of this pipeline rather than a finding of the paper
-    where_icl_reasons: bool = False  # only splits on which ICL's accuracy is above chance
+    where_icl_reasons: bool = False  # only splits on which ICL is above chance (chosen on held-apart items)
     not_run: str | None = None  # why no run of this pipeline can test it
 
 
@@ -97,8 +103,14 @@ def _claim_rows(claim: Claim, outcomes: dict[str, list[dict]], level: float) -> 
     return rows
 
 
-def _in(outcomes: list[dict], world: str, splits) -> list[dict]:
-    return [o for o in outcomes if o["world"] == world and o["split"] in splits]
+def _in(outcomes: list[dict], world: str, splits, half: int | None = None) -> list[dict]:
+    """The world's outcomes on `splits`; `half` (0: selection, 1: decision) keeps that half of the items."""
+    return [o for o in outcomes if o["world"] == world and o["split"] in splits and (half is None or selection_half(o["item_id"]) == half)]
+
+
+def selection_half(item_id: str) -> int:
+    """0 or 1, fixed per item id: which half of the items a data-chosen claim selects on (0) or decides on (1)."""
+    return hashlib.sha256(item_id.encode()).digest()[0] & 1
 
 
 def _splits(claim: Claim, world: str, outcomes: dict[str, list[dict]], level: float) -> list[str]:
@@ -106,18 +118,23 @@ def _splits(claim: Claim, world: str, outcomes: dict[str, list[dict]], level: fl
     present = sorted({o["split"] for o in outcomes[claim.a] if o["world"] == world})
     splits = [s for s in present if not claim.splits or s in claim.splits]
     if claim.where_icl_reasons:
-        splits = [s for s in splits if _above_chance(_in(outcomes["icl"], world, (s,)), level)]
+        splits = [s for s in splits if _above_chance(_in(outcomes["icl"], world, (s,), half=0), level)]
     return splits
 
 
 def _above_chance(group: list[dict], level: float) -> bool:
+    if not group:
+        return False
     lo, _ = binomial_interval(int(sum(o["correct"] for o in group)), len(group), level)
     return lo > sum(o["chance"] for o in group) / len(group)
 
 
 def _decide_world(claim: Claim, world: str, splits: list[str], outcomes: dict[str, list[dict]], level: float) -> dict:
-    group = _in(outcomes[claim.a], world, splits)
+    half = 1 if claim.where_icl_reasons else None
+    group = _in(outcomes[claim.a], world, splits, half)
     n = len(group)
+    if n == 0:
+        return _row(claim, world=world, splits=splits, verdict=NOT_RUN, note="no items left to decide on")
     a_acc = sum(o["correct"] for o in group) / n
     if claim.b in (None, CHANCE):  # A's accuracy, or A's accuracy minus the items' mean chance
         shift = sum(o["chance"] for o in group) / n if claim.b == CHANCE else 0.0
@@ -125,12 +142,13 @@ def _decide_world(claim: Claim, world: str, splits: list[str], outcomes: dict[st
         diff, lo, hi, p = a_acc - shift, lo - shift, hi - shift, None
         b_acc = shift if claim.b == CHANCE else None
     else:
-        other = _in(outcomes[claim.b], world, splits)
+        other = _in(outcomes[claim.b], world, splits, half)
         pair = paired_difference({o["item_id"]: o["correct"] for o in group}, {o["item_id"]: o["correct"] for o in other}, level)
         diff, lo, hi, p = pair.diff, pair.lo, pair.hi, pair.p
         b_acc = sum(o["correct"] for o in other) / n
+    note = "splits chosen on the other half of their items" if half else ""
     return _row(claim, world=world, splits=splits, n=n, a_acc=a_acc, b_acc=b_acc, diff=diff, lo=lo, hi=hi, p=p,
-                verdict=verdict(lo, hi, claim.band))
+                verdict=verdict(lo, hi, claim.band), note=note)
 
 
 def _row(claim: Claim, **fields) -> dict:

@@ -13,6 +13,7 @@ from pipeline.report.claims import (
     REPRODUCED,
     Claim,
     decide,
+    selection_half,
     verdict,
 )
 from pipeline.stats import binomial_interval
@@ -100,9 +101,23 @@ def test_icl_beats_ft_is_decided_only_where_icl_beats_chance():
     ft = split("families", "reversal", [0] * 20) + split("families", "composition", [0] * 20)
     row = one_row(claim, {"icl": icl, "ft": ft})
     assert (row["splits"], row["verdict"]) == (["reversal"], REPRODUCED)  # composition: ICL at chance
+    decided = [o for o in icl if o["split"] == "reversal" and selection_half(o["item_id"]) == 1]
+    assert 0 < row["n"] == len(decided) < 20  # decided on the half of the items it was not chosen on
+    assert row["note"] == "splits chosen on the other half of their items"
     at_chance = split("families", "reversal", [1, 0] * 10)
     row = one_row(claim, {"icl": at_chance, "ft": ft[:20]})
     assert (row["verdict"], row["note"]) == (NOT_RUN, "ICL is above chance on no reversal/syllogism/composition/category_holdout split")
+
+
+def test_the_items_that_chose_a_split_do_not_decide_it():
+    """ICL right on exactly the selection half: the split is chosen, and the claim, decided on the
+    other half where ICL is as wrong as FT, is not reproduced (choosing on all items would be)."""
+    claim = next(c for c in CLAIMS if c.where_icl_reasons)
+    ft = split("families", "reversal", [0] * 60)
+    icl = [{**o, "correct": float(selection_half(o["item_id"]) == 0)} for o in ft]
+    assert 10 < sum(o["correct"] for o in icl) < 50
+    row = one_row(claim, {"icl": icl, "ft": ft})
+    assert (row["splits"], row["a_acc"], row["b_acc"], row["verdict"]) == (["reversal"], 0.0, 0.0, INCONCLUSIVE)
 
 
 def test_conditions_scored_on_different_items_are_an_error():
