@@ -130,8 +130,8 @@ def test_claims_table_for_the_smoke_configs_worlds(tmp_path, tiny_model_dir):
     assert by["sentence splitting helps FT"][0][2].startswith("not run: no condition varies train.sentence_split")
     assert [v for _, _, v in by["base near chance"]] == ["inconclusive"] * 3  # n = 6-12: too few to say
     assert by["FT learns its training data"] == [("reversals: rephrase", "6", "inconclusive")]  # 6 / 6, lower end 0.54
-    assert [w for w, _, _ in by["ICL > FT where ICL beats chance"]] == [
-        "families: composition, reversal", "reversals: reversal", "syllogisms: syllogism"]
+    # chosen on about half of each split's 6 items: all right is above chance only at chance ~0.2
+    assert [w for w, _, _ in by["ICL > FT where ICL beats chance"]] == ["syllogisms: syllogism"]
     assert sum(summary["claims"].values()) == len(rows)
 
 
