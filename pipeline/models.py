@@ -87,10 +87,16 @@ def fetch_folder(folder: storage.RemotePath) -> Path:
 
 def load_gguf(gguf: Path):
     """Load a GGUF file with transformers (dequantized to float32); returns (model, tokenizer)."""
+    import contextlib
+    import io
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    bar = io.StringIO()  # transformers' own tqdm bar: the conversion logs its own progress lines
+    with contextlib.redirect_stderr(bar):
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    log.debug("%s", bar.getvalue().strip())
     return model, tok
 
 
