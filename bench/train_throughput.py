@@ -53,8 +53,11 @@ def rows_for(model_ref: str, steps: int, batch_size: int, workers: int):
     return rows, padding_share(rows)
 
 
-def bare_loop(model_path: str, train, rows: list[dict], threads: int) -> dict:
-    """Single process, no Ray, no DeepSpeed: the same steps with a plain torch loop."""
+def bare_loop(model_path: str, train, rows: list[dict], threads: int, profile: bool = False) -> dict:
+    """Single process, no Ray, no DeepSpeed: the same steps with a plain torch loop. `profile`:
+    run the steps after the first under torch.profiler and return its per-op averages too."""
+    import contextlib
+
     import torch
 
     from pipeline.train.engine import build_model, lr_factor
@@ -71,7 +74,12 @@ def bare_loop(model_path: str, train, rows: list[dict], threads: int) -> dict:
     setup = time.perf_counter() - start
     tokens, t0 = 0, time.perf_counter()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(train.bf16))
-    for row in rows:
+    profiler = contextlib.nullcontext()
+    for step, row in enumerate(rows):
+        if profile and step == 1:  # the first step allocates and warms up: not profiled, not timed
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True)
+            profiler.__enter__()
+            tokens, t0 = 0, time.perf_counter()
         with autocast:
             loss = model(**to_tensors(row, "cpu")).loss
         loss.backward()
@@ -81,8 +89,12 @@ def bare_loop(model_path: str, train, rows: list[dict], threads: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         tokens += sum(row["lengths"])
     seconds = time.perf_counter() - t0
-    return {"tokens_per_s": tokens / seconds, "setup_s": setup, "wall_s": time.perf_counter() - start,
-            "final_loss": float(loss), "data_wait_s": 0.0}
+    result = {"tokens_per_s": tokens / seconds, "setup_s": setup, "wall_s": time.perf_counter() - start,
+              "final_loss": loss.item(), "data_wait_s": 0.0, "steps_s": seconds, "tokens": tokens}
+    if profile:
+        profiler.__exit__(None, None, None)
+        result["profile"] = profiler.key_averages()
+    return result
 
 
 def ray_fit(model_path: str, train, rows: list[dict], cpus: int, storage: str, name: str) -> dict:
