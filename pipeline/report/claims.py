@@ -3,8 +3,9 @@
 A claim compares condition A with condition B on the same items (`pipeline.stats.paired_difference`),
 or A's accuracy with chance or with a level (`pipeline.stats.binomial_interval`). A claim is
 decided once per world, on that world's items of the claim's splits pooled (every split when the
-claim names none). Its band is the open interval (low, high) where the paper puts the quantity
-(A - B, A - chance, or A's accuracy); the verdict reads the 95% interval against it:
+claim names none; validation splits, which chose the recipe, never count). Its band is the open
+interval (low, high) where the paper puts the quantity (A - B, A - chance, or A's accuracy); the
+verdict reads the 95% interval against it:
 
 - reproduced: the interval lies inside the band ("A > B": it excludes 0 on A's side);
 - contradicted: the interval lies wholly beyond the band ("A > B": it excludes 0 on B's side);
@@ -24,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.stats import binomial_interval, paired_difference
+from pipeline.worlds import is_validation
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", "inconclusive", "not run"
 CHANCE = "chance"
@@ -115,7 +117,7 @@ def selection_half(item_id: str) -> int:
 
 def _splits(claim: Claim, world: str, outcomes: dict[str, list[dict]], level: float) -> list[str]:
     """The world's splits the claim is decided on, in sorted order."""
-    present = sorted({o["split"] for o in outcomes[claim.a] if o["world"] == world})
+    present = sorted({o["split"] for o in outcomes[claim.a] if o["world"] == world and not is_validation(o["split"])})
     splits = [s for s in present if not claim.splits or s in claim.splits]
     if claim.where_icl_reasons:
         splits = [s for s in splits if _above_chance(_in(outcomes["icl"], world, (s,), half=0), level)]

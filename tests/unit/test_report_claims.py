@@ -79,6 +79,13 @@ def test_one_row_per_world_with_the_claims_splits_pooled():
     assert [r["verdict"] for r in rows] == [INCONCLUSIVE, REPRODUCED]
 
 
+def test_validation_splits_never_decide_a_claim():
+    icl = split("reversals", "reversal", [1] * 10) + split("reversals", "val_reversal", [0] * 10)
+    ft = split("reversals", "reversal", [0] * 10) + split("reversals", "val_reversal", [1] * 10)
+    row = one_row(Claim("pooled", "ICL > FT", "icl", "ft"), {"icl": icl, "ft": ft})
+    assert (row["splits"], row["n"], row["verdict"]) == (["reversal"], 10, REPRODUCED)
+
+
 def test_levels_against_chance_and_the_ceiling_use_the_exact_interval():
     near = Claim("base near chance", "base within 0.10 of chance", "base", CHANCE, band=(-0.1, 0.1))
     base = split("w", "reversal", [1, 0] * 200)  # 0.50 of 400, chance 0.50
