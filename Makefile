@@ -12,12 +12,8 @@ export DS_ACCELERATOR ?= cpu
 demo: $(STAMP)
 	$(PY) -m pipeline run configs/demo.yaml
 
-# Two pytest processes (pytest-xdist), a test file each at a time, the slowest files first: much of
-# the suite waits on Ray processes starting, so two of them keep a 2-core machine busy.
-# TEST_WORKERS=0 runs it in one process.
-TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -rs --durations=25 tests
 
 install: $(STAMP)
 

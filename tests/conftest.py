@@ -36,11 +36,8 @@ def ray_cluster():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Longest first: the two-node module, then the other integration tests, then the unit tests
-    (with `-n 2 --dist loadfile` the slowest file then never starts last). Skip GPU tests without CUDA."""
     import torch
 
-    items.sort(key=lambda item: ("multinode" not in item.keywords, "/integration/" not in item.nodeid))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (run on a GPU machine)")
