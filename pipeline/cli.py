@@ -16,7 +16,7 @@ from pipeline import logs
 from pipeline.config import ConfigError, load_config
 from pipeline.records import RecordError
 from pipeline.runs import Run
-from pipeline.stages import STAGES, needs_ray, run_stage
+from pipeline.stages import STAGES, needs_ray, run_stage, stage_state
 
 HELP = {
     "data": "build the knowledge sets (worlds) and the user's corpus: data/*.parquet",
@@ -78,6 +78,7 @@ def execute(args: argparse.Namespace) -> int:
 
         return serve_main(cfg, run) or 0
     names = list(STAGES) if args.command == "run" else [args.command]
+    log.info("%s", plan_line(names, cfg, run, args.force))
     if needs_ray(names, cfg, run, args.force):
         from pipeline.ray_session import ray_session
 
@@ -89,6 +90,18 @@ def execute(args: argparse.Namespace) -> int:
             run_stage(name, cfg, run, force=args.force)
     log.info(f"outputs: {run.dir.resolve()}")
     return 0
+
+
+def plan_line(names: list[str], cfg, run: Run, force: bool) -> str:
+    """What this command will do: the model, worlds and conditions, and which stages run or are done."""
+    memo: dict = {}
+    done = [n for n in names if not force and stage_state(n, cfg, run, memo)[0] == "done"]
+    todo = [n for n in names if n not in done]
+    ft = len(cfg.ft_conditions()) if "train" in todo else 0
+    return (f"plan: model {cfg.model.ref}; worlds {', '.join(cfg.data.enabled()) or 'none'}; "
+            f"conditions {', '.join(cfg.conditions)}; stages to run: {', '.join(todo) or 'none'}"
+            + (f" (up to {ft} fine-tuning{'s' if ft != 1 else ''})" if ft else "")
+            + (f"; done and current: {', '.join(done)}" if done else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
