@@ -1,9 +1,11 @@
 """Build and run the Serve application of a finished run.
 
-Three deployments: `Ingress` (FastAPI, validation and routing), `Generator` (every served model
-multiplexed on one pool, batched generation) and `Evaluator` (likelihood scoring with the
-offline evaluator's function). Replica resources, autoscaling, batching and limits come from the
-run config's `serve` section.
+Engine `hf` (default), three deployments: `Ingress` (FastAPI, validation and routing),
+`Generator` (every served model multiplexed on one pool, batched generation) and `Evaluator`
+(likelihood scoring with the offline evaluator's function). Engine `vllm`: Ray Serve LLM's vLLM
+deployments (the base with its LoRA adapters multiplexed, one per full fine-tune) and the same
+`Evaluator` behind `serve.vllm_ingress.RunIngress`, on the same routes (`serve.vllm_app`).
+Replica resources, autoscaling, batching and limits come from the run config's `serve` section.
 
 - `python -m pipeline serve CONFIG` calls `main(cfg, run)`: it starts Ray, binds the HTTP proxy
   to serve.host:serve.port (127.0.0.1:8000 by default) and blocks until Ctrl-C.
@@ -20,18 +22,18 @@ from pipeline.runs import Run
 
 
 def build_app(cfg: RunConfig):
-    """The bound application (Ingress -> Generator, Evaluator) for cfg's run folder.
+    """The bound application for cfg's run folder: engine hf, Ingress -> (Generator, Evaluator);
+    engine vllm, Ray Serve LLM's deployments behind `serve.vllm_ingress.RunIngress`, with the
+    same Evaluator (`serve.vllm_app`).
 
     API keys (serve.api_keys and KNOWLEDGE_LAB_API_KEYS, read here) reach the ingress only as
     digests; the config the replicas get carries none."""
     from serve.auth import configured_keys, digest, warn_if_exposed
     from serve.engines import require_engine
     from serve.evaluator import Evaluator
-    from serve.generator import Generator
-    from serve.http_api import Ingress
 
     s = cfg.serve
-    require_engine(s.engine)
+    require_engine(s.engine, cluster_gpus())
     keys = configured_keys(s.api_keys)
     warn_if_exposed(s.host, keys)
     raw = config_to_dict(cfg)
@@ -39,14 +41,29 @@ def build_app(cfg: RunConfig):
     if Run.of(cfg).dir.is_dir():
         raw["output_dir"] = str(Run.of(cfg).dir.resolve().parent)  # replicas may run elsewhere
     health = (s.health_check_period_s, s.health_check_timeout_s)
-    generator = Generator.options(**s.generation.deployment_options(*health)).bind(
-        raw, s.max_models_per_replica, s.max_batch_size, s.batch_wait_timeout_s, s.generation.threads(),
-    )
     evaluator = Evaluator.options(**s.evaluator.deployment_options(*health)).bind(
         raw, s.max_models_per_replica, s.eval_batch_size, s.evaluator.threads(),
     )
     digests = tuple(sorted({digest(k) for k in keys}))
+    if s.engine == "vllm":
+        from serve.vllm_app import build_vllm_app
+
+        return build_vllm_app(cfg, raw, evaluator, digests)
+    from serve.generator import Generator
+    from serve.http_api import Ingress
+
+    generator = Generator.options(**s.generation.deployment_options(*health)).bind(
+        raw, s.max_models_per_replica, s.max_batch_size, s.batch_wait_timeout_s, s.generation.threads(),
+    )
     return Ingress.options(**s.ingress.deployment_options(*health)).bind(raw, generator, evaluator, digests)
+
+
+def cluster_gpus() -> float | None:
+    """GPUs of the connected Ray cluster (the vllm engine's GPUs may all be on workers), None
+    without a Ray connection."""
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0.0) if ray.is_initialized() else None
 
 
 def app_from_args(args: dict):
@@ -55,6 +72,8 @@ def app_from_args(args: dict):
         raise ValueError("args.config: path of the run config is required, e.g. configs/demo.yaml")
     cfg = load_config(args["config"], list(args.get("overrides") or []))
     _require_run(cfg)
+    if cfg.serve.engine == "vllm" and cluster_gpus() is not None:
+        wait_for_replica_gpus(cfg)  # GPU workers that scale from zero are asked for before the check
     return build_app(cfg)
 
 

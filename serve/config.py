@@ -6,7 +6,7 @@ torch or FastAPI.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -85,7 +85,13 @@ class ServeConfig(Section):
         description="Accepted bearer keys (also KNOWLEDGE_LAB_API_KEYS, comma-separated); empty: no authentication.",
     )
     engine: Literal["hf", "vllm"] = Field(
-        "hf", description="Generation engine: hf (transformers, CPU or GPU) or vllm (needs CUDA and the gpu extra).",
+        "hf", description="Generation engine: hf (this package's decoding, CPU or GPU) or vllm (Ray Serve LLM with "
+        "vLLM; needs the gpu extra and GPUs: serve.generation.num_gpus per replica of each served model).",
+    )
+    vllm_engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="engine 'vllm': extra vLLM engine arguments for every served model (e.g. gpu_memory_utilization, "
+        "enforce_eager, dtype); max_model_len is capped at the model's context window.",
     )
     max_items: int = Field(64, gt=0, description="Largest number of items in one /v1/evaluate request.")
     max_choices: int = Field(16, gt=1, description="Largest number of choices of one evaluated item.")
@@ -100,4 +106,22 @@ class ServeConfig(Section):
             raise ValueError(
                 f"default_max_tokens: {self.default_max_tokens} is above max_tokens_cap {self.max_tokens_cap}"
             )
+        if self.engine == "vllm":
+            gpus = self.generation.num_gpus
+            if gpus <= 0:
+                raise ValueError("generation.num_gpus: 0 with engine 'vllm'; vLLM runs on GPUs: set the GPUs per "
+                                 "replica of each served model (1, 2, ... or a fraction such as 0.5 to share a GPU)")
+            if gpus > 1 and gpus != int(gpus):
+                raise ValueError(f"generation.num_gpus: {gpus:g} with engine 'vllm'; use a fraction below 1 (a "
+                                 "shared GPU) or a whole number (tensor parallelism over that many GPUs)")
+        if reserved := sorted(set(self.vllm_engine_kwargs) & VLLM_RESERVED_KWARGS):
+            raise ValueError(f"vllm_engine_kwargs: {reserved} are set by the server (model and names from the run, "
+                             "GPUs from generation.num_gpus, LoRA from the run's adapters; remote code never runs)")
         return self
+
+
+#: vLLM engine arguments the server derives itself (see serve.vllm_plan).
+VLLM_RESERVED_KWARGS = frozenset({
+    "model", "served_model_name", "tokenizer", "trust_remote_code", "tensor_parallel_size", "distributed_executor_backend",
+    "enable_lora", "max_lora_rank", "max_loras",
+})

@@ -2,10 +2,11 @@
 
 - `hf` (default): this package's own deployments (transformers models, `serve.decoding`), on CPU
   or GPU, with the evaluator beside them.
-- `vllm`: the GPU path, Ray Serve LLM (`ray.serve.llm`) with vLLM and multiplexed LoRA adapters.
-  It needs CUDA and the `gpu` extra (`ray[llm]`, `vllm`), neither of which exists on the CPU
-  machines this project is built and tested on, so it is not wired into `build_app` here; choosing
-  it fails fast, before any replica starts, with what is missing and what to run instead.
+- `vllm`: Ray Serve LLM (`ray.serve.llm`) with vLLM and multiplexed LoRA adapters
+  (`serve.vllm_app`), with the same evaluator. It needs the `gpu` extra (`ray[llm]`, `vllm`) where
+  the application is built, and CUDA GPUs: on this machine, or on the Ray cluster's workers.
+  Without them, choosing it fails fast, before any replica starts, with what is missing and what
+  to run instead.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ class EngineError(RuntimeError):
     """The configured engine cannot run on this machine; the message says why and what to do."""
 
 
-def require_engine(engine: str) -> None:
-    """Raise EngineError unless `engine` can serve here."""
+def require_engine(engine: str, cluster_gpus: float | None = None) -> None:
+    """Raise EngineError unless `engine` can serve here. `cluster_gpus`: the connected Ray
+    cluster's GPUs (None: no cluster, only this machine's CUDA counts)."""
     if engine == "hf":
         return
     if engine != "vllm":
@@ -26,12 +28,12 @@ def require_engine(engine: str) -> None:
     missing = []
     if importlib.util.find_spec("vllm") is None:
         missing.append("the vllm package (pip install '.[gpu]')")
-    import torch
+    if not cluster_gpus:
+        import torch
 
-    if not torch.cuda.is_available():
-        missing.append("a CUDA GPU (torch.cuda.is_available() is False)")
+        if not torch.cuda.is_available():
+            where = "" if cluster_gpus is None else " and the Ray cluster has no GPU"
+            missing.append(f"a CUDA GPU (torch.cuda.is_available() is False{where})")
     if missing:
         raise EngineError(f"serve.engine: 'vllm' needs {' and '.join(missing)}; set serve.engine=hf to serve "
                           "with transformers on this machine")
-    raise EngineError("serve.engine: 'vllm' is not wired into this server yet; serve the run's models with "
-                      "ray.serve.llm directly (README, 'Serving a run', GPU path) or set serve.engine=hf")

@@ -21,8 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.config import RunConfig
 from pipeline.runs import Run
+from serve import evaluate_routes
 from serve.auth import ApiKeyAuth
-from serve.checkpoints import served_models, weights_for_condition
+from serve.checkpoints import served_models
 from serve.limits import BodySizeLimit
 from serve.openai_api import Plan, chat_plan, completion_plan, response
 from serve.openai_schemas import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, LenientBody,
@@ -215,33 +216,12 @@ class Ingress:
 
     @app.post("/v1/evaluate")
     async def evaluate(self, body: EvaluateRequest) -> dict:
-        if len(body.items) > self.limits.max_items:
-            raise ApiError(400, "items", f"at most {self.limits.max_items} items per request, got {len(body.items)}")
-        tok = self._tokenizer("base")
-        for i, item in enumerate(body.items):
-            if len(item.choices) > self.limits.max_choices:
-                raise ApiError(400, f"items[{i}].choices",
-                               f"at most {self.limits.max_choices} choices, got {len(item.choices)}")
-            longest = max(len(tok(item.prompt + " " + c)["input_ids"]) for c in item.choices)
-            self._check_length(longest, 0, f"items[{i}]")
-        handle = self._evaluator_for(body.condition)
-        items = [item.model_dump() for item in body.items]
-        results = await handle.score_items.remote(body.condition, items, body.world)
-        return {"condition": body.condition, "results": results}
+        return await evaluate_routes.evaluate(body, self.cfg, self.run, self.evaluator, self._tokenizer("base"),
+                                              self.window)
 
     @app.post("/v1/evaluate/split")
     async def evaluate_split(self, body: EvaluateSplitRequest) -> dict:
-        handle = self._evaluator_for(body.condition)
-        return await handle.score_split.remote(body.condition, body.world, body.split)
-
-    def _evaluator_for(self, condition: str):
-        extra = list(getattr(self.cfg.evaluate, "checkpoints", None) or {})  # the evaluator's named extra models
-        try:
-            weights = condition if condition in extra else weights_for_condition(condition, self.cfg, self.run)
-        except KeyError:
-            known = ["base", "icl", *[m for m in served_models(self.cfg, self.run) if m != "base"], *extra]
-            raise ApiError(404, "condition", f"{condition!r} is not available in this run; available: {known}") from None
-        return self.evaluator.options(multiplexed_model_id=weights)
+        return await evaluate_routes.evaluate_split(body, self.cfg, self.run, self.evaluator)
 
     # ------------------------------------------------------------------ operations
 
