@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import torch
 from ports import free_port
+from served_models import save_lora_adapter, save_shifted_model
 
 from pipeline.config import RunConfig
-from pipeline.models import load_model, load_tokenizer
 from pipeline.records import Doc, Item, write_records
 from pipeline.runs import Run
 
@@ -28,22 +27,6 @@ ITEMS = [
                                    ("Femp are", ["less dangerous than glon.", "more dangerous than glon."], 1)])
 ]
 
-
-def _save_shifted_model(tiny_model_dir, out) -> None:
-    model = load_model(str(tiny_model_dir))
-    model.config.tie_word_embeddings = False
-    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().roll(-1, dims=0).clone())
-    model.save_pretrained(out)
-    load_tokenizer(str(tiny_model_dir)).save_pretrained(out)
-
-
-def _save_lora_adapter(tiny_model_dir, out) -> None:
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(0)
-    lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
-                      init_lora_weights=False)
-    get_peft_model(load_model(str(tiny_model_dir)), lora).save_pretrained(out)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +46,8 @@ def run_cfg(tmp_path_factory, tiny_model_dir) -> RunConfig:
     run.save_config(cfg)
     write_records(run.path("data", "docs.parquet"), Doc, DOCS)
     write_records(run.path("data", "items.parquet"), Item, ITEMS)
-    _save_shifted_model(tiny_model_dir, run.path("models", "ft"))
-    _save_lora_adapter(tiny_model_dir, run.path("models", "ft+oracle"))
+    save_shifted_model(tiny_model_dir, run.path("models", "ft"))
+    save_lora_adapter(tiny_model_dir, run.path("models", "ft+oracle"))
     return cfg
 
 
