@@ -6,6 +6,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 export DS_ACCELERATOR ?= cpu
+# The environment's tools first, for every process a target starts (Ray workers inherit it).
+# DeepSpeed compiles its CPU communication op on first use, with whichever `ninja` is first on
+# PATH; two ninjas (the system's and the environment's) disagree on the build log's hashes, so
+# alternating between them rebuilds the op (20-60 s) each time.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test install models bench-deps clean
 

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
+from pipeline.ray_session import TRAIN_ENV
+
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+# what `pipeline.ray_session` sets for the CLI, for the tests that call a fit on the shared cluster
+for _key, _value in TRAIN_ENV.items():
+    os.environ.setdefault(_key, _value)
 # Serve gives a new proxy actor 5 s to report ready and then kills it; on a 2-core machine busy
 # with the rest of the suite its process can take longer than that just to start.
 os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
