@@ -85,11 +85,29 @@ def execute(args: argparse.Namespace) -> int:
         with ray_session(cfg.ray, run.dir):
             for name in names:
                 run_stage(name, cfg, run, force=args.force)
+                if name == "data" and len(names) > 1:
+                    log_estimate(cfg, run, names[1:], args.force)
     else:
         for name in names:
             run_stage(name, cfg, run, force=args.force)
     log.info(f"outputs: {run.dir.resolve()}")
     return 0
+
+
+def log_estimate(cfg, run: Run, later: list[str], force: bool) -> None:
+    """After `data`: how long the later stages that will run should take here (pipeline.estimate).
+    An estimate never stops a run: where it cannot be made, the log says why."""
+    from pipeline.estimate import estimate_line
+
+    memo: dict = {}
+    todo = [n for n in later if force or stage_state(n, cfg, run, memo)[0] != "done"]
+    try:
+        line = estimate_line(cfg, run, todo)
+    except Exception as err:  # noqa: BLE001 - a failed estimate must not fail the run
+        log.warning(f"no time estimate: {type(err).__name__}: {err}")
+        return
+    if line:
+        log.info("%s", line)
 
 
 def plan_line(names: list[str], cfg, run: Run, force: bool) -> str:

@@ -146,6 +146,20 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str],
     return generations, skipped, info
 
 
+def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], index) -> tuple[list[dict], dict, list[str]]:
+    """The oracle's documents (those not already training sentences, capped per world), their
+    counts per world, and the worlds that have no oracle. `index`: `training_index(train)`."""
+    rows, without = [], []
+    for world in sorted({d["world"] for d in train}):
+        module = world_module(world)
+        if module is None or not hasattr(module, "oracle"):
+            without.append(world)
+            continue
+        rows += oracle_docs(world, module, [f for f in facts if f["world"] == world], [d for d in train if d["world"] == world])
+    rows, counts = dedupe_oracle(rows, index)
+    return cap_per_world(rows, cfg.augment.oracle_max_per_world, cfg.seed), counts, without
+
+
 def run(cfg: RunConfig, run: Run, *, after_shard=None) -> dict:
     """The stage; `after_shard` is passed to `generate` (fault injection for resume tests)."""
     run.require("data")
@@ -163,15 +177,9 @@ def run(cfg: RunConfig, run: Run, *, after_shard=None) -> dict:
     index = training_index(train)
     rows, counts = postprocess(generations, index, example_sentences(), cfg.augment.min_words, cfg.augment.max_words)
     if "oracle" in strategies:
-        oracle_rows = []
-        for world in worlds:
-            if modules[world] is None or not hasattr(modules[world], "oracle"):
-                skipped.setdefault(f"oracle/{world}", {})["no_oracle"] = 1
-                continue
-            world_facts = [f for f in facts if f["world"] == world]
-            oracle_rows += oracle_docs(world, modules[world], world_facts, [d for d in train if d["world"] == world])
-        oracle_rows, oracle_counts = dedupe_oracle(oracle_rows, index)
-        oracle_rows = cap_per_world(oracle_rows, cfg.augment.oracle_max_per_world, cfg.seed)
+        oracle_rows, oracle_counts, without = build_oracle(cfg, train, facts, index)
+        for world in without:
+            skipped.setdefault(f"oracle/{world}", {})["no_oracle"] = 1
         rows += oracle_rows
         counts.update(oracle_counts)
     write_records(run.path("augment", "augmented.parquet"), Doc, rows)

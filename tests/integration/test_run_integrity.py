@@ -141,6 +141,10 @@ def test_forced_data_makes_every_later_stage_rerun(whole_run, capsys, caplog):
     assert all(after[s] > before[s] for s in STAGE_NAMES)  # data by --force, the rest because data changed
     stale_lines = [r.getMessage() for r in caplog.records if "stale (" in r.getMessage()]
     assert len(stale_lines) == 4 and all("upstream data reran since" in line for line in stale_lines)
+    # after data, the estimate of the stages to come: the one fit planned step for step
+    estimates = [r.getMessage() for r in caplog.records if r.getMessage().startswith("estimate for this machine")]
+    assert len(estimates) == 1 and "(1 fit, 24 steps, " in estimates[0], estimates
+    assert "train " in estimates[0] and "evaluate " in estimates[0] and "augment" not in estimates[0], estimates  # no augmentation
     assert main(["status"] + args) == 0
 
 

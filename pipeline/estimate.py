@@ -1,0 +1,145 @@
+"""How long the rest of a run should take on this machine: a rough estimate, logged after `data`.
+
+Once the data stage has written the documents, `pipeline run` logs an estimate of augment,
+train and evaluate. Each stage's work is planned with the stages' own functions: the prompts
+augment will generate (at most their `max_new_tokens` each), every fit's step plan (its oracle
+documents exactly, local and global augmentations at their caps), and the tokens each condition
+scores. Work becomes time through this machine's matmul roof in the dtype the stage computes in
+(`pipeline.roofline`: measured once per machine and cached, about 3 s the first time) times the
+share of that roof the stage reached in measured runs (`SHARE`), plus fixed costs per stage and
+per fit (`FIXED_S`). docs/results.md compares estimate and measurement.
+
+Only for a run on one machine (a local Ray cluster); on a cluster the work runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+#: Share of the matmul roof reached at the demo's shapes, per (stage, dtype): training (6 x params
+#: x padded tokens per step, the optimizer's own time included), scoring (2 x params x the data
+#: summary's split tokens, per condition) and generation (2 x params x (prompt tokens + batch x
+#: new tokens)). Measured on 2-core machines: docs/results.md, "The run-time estimate". Where a
+#: dtype was not measured for a stage, the stage is estimated at its fp32 rate.
+SHARE = {("train", "bf16"): 0.035, ("train", "fp32"): 0.2, ("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
+#: Seconds each stage spends outside its matrix products (actors, model loads), and per fit (Ray
+#: Train's start, DeepSpeed's engine, export).
+FIXED_S = {"augment": 20.0, "evaluate": 5.0, "fit": 25.0}
+
+
+def rate(stage: str, dtype: str, roof_flops: dict[str, float]) -> float:
+    """FLOP/s a stage is expected to reach in `dtype` here (its fp32 rate where `dtype` is unmeasured)."""
+    key = (stage, dtype) if (stage, dtype) in SHARE else (stage, "fp32")
+    return roof_flops[key[1]] * SHARE[key]
+
+
+@dataclass
+class Work:
+    params: int
+    #: per generate() call: (prompt tokens of its prompts, max new tokens, prompts)
+    generate_batches: list[tuple[int, int, int]] = field(default_factory=list)
+    #: per fit: (optimizer steps, padded tokens over all steps)
+    fits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: tokens scored over every condition (each ICL prefix once per world)
+    scored_tokens: int = 0
+
+
+def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dtype: str, gen_dtype: str) -> dict[str, float]:
+    """Estimated seconds per stage. `roof_flops`: this machine's roof per dtype ("fp32", "bf16");
+    fp32 is always needed."""
+    p = work.params
+    out: dict[str, float] = {}
+    if work.generate_batches:
+        flops = sum(2.0 * p * (prompt + new * batch) for prompt, new, batch in work.generate_batches)
+        out["augment"] = FIXED_S["augment"] + flops / rate("augment", gen_dtype, roof_flops)
+    if work.fits:
+        tokens = sum(t for _, t in work.fits.values())
+        out["train"] = FIXED_S["fit"] * len(work.fits) + 6.0 * p * tokens / rate("train", train_dtype, roof_flops)
+    if work.scored_tokens:
+        out["evaluate"] = FIXED_S["evaluate"] + 2.0 * p * work.scored_tokens / rate("evaluate", score_dtype, roof_flops)
+    return out
+
+
+def plan_work(cfg, run) -> Work:
+    """The work of augment, train and evaluate, planned from the data stage's outputs."""
+    from pipeline.augment.plan import plan_global, plan_local
+    from pipeline.augment.postprocess import training_index
+    from pipeline.augment.prompts import PromptFormat
+    from pipeline.augment.stage import build_oracle
+    from pipeline.conditions import FT_STRATEGIES
+    from pipeline.models import context_window, load_tokenizer, local_model_folder
+    from pipeline.records import Doc, Fact, read_records
+    from pipeline.report.inputs import parameter_count
+    from pipeline.train.stage import prepare
+
+    docs = read_records(run.path("data", "docs.parquet"), Doc)
+    facts = read_records(run.path("data", "facts.parquet"), Fact)
+    train = [d for d in docs if d["origin"] == "train"]
+    work = Work(params=parameter_count(local_model_folder(cfg.model)))
+    aug = cfg.augment
+    strategies = cfg.strategies()
+    extra: list[dict] = []
+    if {"local", "global"} & set(strategies):
+        fmt = PromptFormat(load_tokenizer(aug.generator))
+        window = context_window(aug.generator)
+        for strategy, planner in (("local", plan_local), ("global", plan_global)):
+            if strategy not in strategies:
+                continue
+            requests, prefixes, _ = planner(train, fmt, aug, window, cfg.seed)
+            if not requests:
+                continue
+            prompt_tokens = sum(fmt.count(p) for p in prefixes.values()) + sum(fmt.count(r["prompt"], first=False) for r in requests)
+            for i in range(0, len(requests), aug.batch_size):
+                chunk = requests[i:i + aug.batch_size]
+                work.generate_batches.append((prompt_tokens * len(chunk) // len(requests), chunk[0]["max_new_tokens"], len(chunk)))
+            # what local and global can add to training, at their caps: every line of every output
+            lines = 2 if strategy == "local" else max(1, requests[0]["max_new_tokens"] // 16)
+            extra += [{"doc_id": f"{r['request_id']}/{k}", "world": r["world"], "origin": f"augment:{strategy}",
+                       "text": " ".join(["word"] * (r["max_new_tokens"] // lines))}
+                      for r in requests for k in range(lines)]
+    if "oracle" in strategies:
+        extra += build_oracle(cfg, train, facts, training_index(train))[0]
+    tokenizer = load_tokenizer(cfg.model)
+    window = context_window(cfg.model)
+    for condition in cfg.ft_conditions():
+        needs = set(FT_STRATEGIES[condition])
+        prepared = prepare(condition, cfg, train, [d for d in extra if d["origin"].removeprefix("augment:") in needs],
+                           tokenizer, window)
+        work.fits[condition] = (prepared.steps, sum(len(r["input_ids"]) for r in prepared.rows))
+    summary = run.manifest("data")["summary"]["worlds"]
+    split_tokens = sum(s["tokens"] for w in summary.values() for s in w["splits"].values())
+    work.scored_tokens = split_tokens * len(cfg.conditions)
+    if "icl" in cfg.conditions:
+        work.scored_tokens += sum(w["tokens"] for w in summary.values())
+    return work
+
+
+def estimate_line(cfg, run, stages: list[str]) -> str | None:
+    """The log line for those of `stages` that have work: per stage and in total; None where
+    there is nothing to estimate."""
+    from pipeline.report.cost import short_dtype
+    from pipeline.roofline import roof
+    from pipeline.train.engine import use_bf16
+
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        return None  # a cluster: the work runs on other machines
+    work = plan_work(cfg, run)
+    threads = os.cpu_count() or 1
+    train_dtype = "bf16" if use_bf16(cfg.train) else "fp32"
+    dtypes = {"fp32", train_dtype, short_dtype(cfg.model.dtype), short_dtype(cfg.augment.generator.dtype)}
+    roofs = {d: roof(d, threads).flops_per_s for d in dtypes}
+    est = seconds(work, roofs, train_dtype, short_dtype(cfg.model.dtype), short_dtype(cfg.augment.generator.dtype))
+    est = {stage: s for stage, s in est.items() if stage in stages}
+    if not est:
+        return None
+    steps = sum(s for s, _ in work.fits.values())
+    fits = f"{len(work.fits)} fit{'s' if len(work.fits) != 1 else ''}"
+    parts = [f"{stage} {_minutes(s)}" + (f" ({fits}, {steps} steps, {train_dtype})" if stage == "train" else "")
+             for stage, s in est.items()]
+    return f"estimate for this machine: about {_minutes(sum(est.values()))} ({'; '.join(parts)}); rough: from the matmul roof"
+
+
+def _minutes(s: float) -> str:
+    return f"{math.ceil(s)} s" if s < 60 else f"{math.ceil(s / 60)} min"

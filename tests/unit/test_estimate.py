@@ -1,0 +1,62 @@
+"""The run-time estimate: stages without work are left out, and time falls with the roof."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.estimate import FIXED_S, Work, rate, seconds
+
+
+def test_each_stage_is_its_fixed_cost_plus_its_flops_at_its_share_of_the_roof():
+    work = Work(params=1_000_000, generate_batches=[(100, 10, 4)], fits={"ft": (5, 2_000), "ft+oracle": (8, 3_000)},
+                scored_tokens=10_000)
+    roofs = {"fp32": 1e9, "bf16": 4e9}
+    est = seconds(work, roofs, train_dtype="bf16", score_dtype="fp32", gen_dtype="fp32")
+    assert est["augment"] == pytest.approx(FIXED_S["augment"] + 2e6 * (100 + 10 * 4) / rate("augment", "fp32", roofs))
+    assert est["train"] == pytest.approx(2 * FIXED_S["fit"] + 6e6 * 5_000 / rate("train", "bf16", roofs))
+    assert est["evaluate"] == pytest.approx(FIXED_S["evaluate"] + 2e6 * 10_000 / rate("evaluate", "fp32", roofs))
+    faster = seconds(work, {"fp32": 2e9, "bf16": 8e9}, "bf16", "fp32", "fp32")
+    for stage in est:  # twice the roof: the variable part halves, the fixed part stays
+        fixed = 2 * FIXED_S["fit"] if stage == "train" else FIXED_S[stage]
+        assert faster[stage] - fixed == pytest.approx((est[stage] - fixed) / 2)
+
+
+def test_a_dtype_not_measured_for_a_stage_is_estimated_at_its_fp32_rate():
+    roofs = {"fp32": 1e9, "bf16": 8e9}
+    assert rate("evaluate", "bf16", roofs) == rate("evaluate", "fp32", roofs) < roofs["fp32"]
+    assert rate("train", "bf16", roofs) != rate("train", "fp32", roofs)  # training was measured in both
+
+
+def test_a_stage_without_work_is_not_estimated():
+    assert seconds(Work(params=10, scored_tokens=5), {"fp32": 1e9}, "fp32", "fp32", "fp32").keys() == {"evaluate"}
+    assert seconds(Work(params=10), {"fp32": 1e9}, "fp32", "fp32", "fp32") == {}
+
+
+def test_the_plan_has_the_steps_the_train_stage_will_take_on_the_augmented_data(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.estimate import plan_work
+    from pipeline.models import context_window, load_tokenizer
+    from pipeline.records import Doc, read_records
+    from pipeline.runs import Run
+    from pipeline.stages import run_stage
+    from pipeline.train.stage import prepare
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"),
+                      [f"output_dir={tmp_path}", "conditions=[base,icl,ft,ft+oracle]", "train.max_steps=null"])
+    run = Run.of(cfg)
+    run.save_config(cfg)
+    run_stage("data", cfg, run)
+    run_stage("augment", cfg, run)  # the oracle only: derived from the facts, no model, no Ray
+    work = plan_work(cfg, run)
+    docs = read_records(run.path("data", "docs.parquet"), Doc)
+    augmented = read_records(run.path("augment", "augmented.parquet"), Doc)
+    assert augmented and not work.generate_batches
+    tokenizer, window = load_tokenizer(cfg.model), context_window(cfg.model)
+    for condition in ("ft", "ft+oracle"):
+        p = prepare(condition, cfg, docs, augmented, tokenizer, window)  # what the train stage will fit
+        assert work.fits[condition] == (p.steps, sum(len(r["input_ids"]) for r in p.rows)), condition
+    assert work.fits["ft+oracle"][0] > work.fits["ft"][0]
+    split_tokens = sum(s["tokens"] for w in run.manifest("data")["summary"]["worlds"].values() for s in w["splits"].values())
+    assert work.scored_tokens > 4 * split_tokens  # four conditions score every item; icl adds the corpus
