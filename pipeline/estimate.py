@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 #: summary's split tokens, per condition) and generation (2 x params x (prompt tokens + batch x
 #: new tokens)). Measured on 2-core machines: docs/results.md, "The run-time estimate". Where a
 #: dtype was not measured for a stage, the stage is estimated at its fp32 rate.
-SHARE = {("train", "bf16"): 0.035, ("train", "fp32"): 0.2, ("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
+SHARE = {("train", "bf16"): 0.035, ("train", "fp32"): 0.24, ("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
 #: Seconds each stage spends outside its matrix products (actors, model loads), and per fit (Ray
 #: Train's start, DeepSpeed's engine, export).
 FIXED_S = {"augment": 20.0, "evaluate": 5.0, "fit": 25.0}
