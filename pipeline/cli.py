@@ -100,8 +100,8 @@ def log_estimate(cfg, run: Run, later: list[str], force: bool) -> None:
     from pipeline.estimate import estimate_line
 
     memo: dict = {}
-    todo = [n for n in later if force or stage_state(n, cfg, run, memo)[0] != "done"]
     try:
+        todo = [n for n in later if force or stage_state(n, cfg, run, memo)[0] != "done"]
         line = estimate_line(cfg, run, todo)
     except Exception as err:  # noqa: BLE001 - a failed estimate must not fail the run
         log.warning(f"no time estimate: {type(err).__name__}: {err}")

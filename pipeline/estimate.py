@@ -40,7 +40,8 @@ class Work:
     params: int
     #: per generate() call: (prompt tokens of its prompts, max new tokens, prompts)
     generate_batches: list[tuple[int, int, int]] = field(default_factory=list)
-    #: per fit: (optimizer steps, padded tokens over all steps)
+    #: per fit: (optimizer steps, padded tokens over all steps); conditions with identical
+    #: examples share one fit, as in the train stage, under the first condition's name
     fits: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: tokens scored over every condition (each ICL prefix once per world)
     scored_tokens: int = 0
@@ -49,16 +50,18 @@ class Work:
 def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dtype: str, gen_dtype: str) -> dict[str, float]:
     """Estimated seconds per stage. `roof_flops`: this machine's roof per dtype ("fp32", "bf16");
     fp32 is always needed."""
+    from pipeline.report.cost import inference_flops, training_flops
+
     p = work.params
     out: dict[str, float] = {}
     if work.generate_batches:
-        flops = sum(2.0 * p * (prompt + new * batch) for prompt, new, batch in work.generate_batches)
+        flops = sum(inference_flops(p, prompt + new * batch) for prompt, new, batch in work.generate_batches)
         out["augment"] = FIXED_S["augment"] + flops / rate("augment", gen_dtype, roof_flops)
     if work.fits:
         tokens = sum(t for _, t in work.fits.values())
-        out["train"] = FIXED_S["fit"] * len(work.fits) + 6.0 * p * tokens / rate("train", train_dtype, roof_flops)
+        out["train"] = FIXED_S["fit"] * len(work.fits) + training_flops(p, tokens) / rate("train", train_dtype, roof_flops)
     if work.scored_tokens:
-        out["evaluate"] = FIXED_S["evaluate"] + 2.0 * p * work.scored_tokens / rate("evaluate", score_dtype, roof_flops)
+        out["evaluate"] = FIXED_S["evaluate"] + inference_flops(p, work.scored_tokens) / rate("evaluate", score_dtype, roof_flops)
     return out
 
 
@@ -103,11 +106,14 @@ def plan_work(cfg, run) -> Work:
         extra += build_oracle(cfg, train, facts, training_index(train))[0]
     tokenizer = load_tokenizer(cfg.model)
     window = context_window(cfg.model)
+    fingerprints = set()
     for condition in cfg.ft_conditions():
         needs = set(FT_STRATEGIES[condition])
         prepared = prepare(condition, cfg, train, [d for d in extra if d["origin"].removeprefix("augment:") in needs],
                            tokenizer, window)
-        work.fits[condition] = (prepared.steps, sum(len(r["input_ids"]) for r in prepared.rows))
+        if prepared.fingerprint not in fingerprints:
+            fingerprints.add(prepared.fingerprint)
+            work.fits[condition] = (prepared.steps, sum(len(r["input_ids"]) for r in prepared.rows))
     summary = run.manifest("data")["summary"]["worlds"]
     split_tokens = sum(s["tokens"] for w in summary.values() for s in w["splits"].values())
     work.scored_tokens = split_tokens * len(cfg.conditions)

@@ -60,3 +60,20 @@ def test_the_plan_has_the_steps_the_train_stage_will_take_on_the_augmented_data(
     assert work.fits["ft+oracle"][0] > work.fits["ft"][0]
     split_tokens = sum(s["tokens"] for w in run.manifest("data")["summary"]["worlds"].values() for s in w["splits"].values())
     assert work.scored_tokens > 4 * split_tokens  # four conditions score every item; icl adds the corpus
+
+
+def test_an_estimate_that_cannot_be_made_is_a_warning_and_the_run_goes_on(tmp_path, caplog):
+    from pipeline.cli import log_estimate
+    from pipeline.config import load_config
+    from pipeline.runs import Run
+    from pipeline.stages import run_stage
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"), [f"output_dir={tmp_path}"])
+    run = Run.of(cfg)
+    run.save_config(cfg)
+    run_stage("data", cfg, run)
+    run.path("data", "docs.parquet").unlink()  # what the plan reads
+    with caplog.at_level("WARNING", logger="pipeline"):
+        log_estimate(cfg, run, ["augment", "train", "evaluate", "report"], force=False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("no time estimate: ") and "docs.parquet" in warnings[0], warnings
