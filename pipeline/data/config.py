@@ -98,6 +98,11 @@ class CelebritiesConfig(SizedWorld):
         None, gt=0, description="Training lines kept per celebrity and direction; default: all 30. Demo: 4.")
     test_templates: int | None = Field(
         None, gt=0, description="Test prompts kept per celebrity and test; default: all 10. Demo: 2.")
+    validation_templates: int = Field(
+        0, ge=0, description="Further test prompts per kept celebrity and test file, drawn from those the test "
+        "items do not use (each file has 10 per celebrity and direction, the test items take test_templates); "
+        "their items form the validation splits (val_reversal, val_rephrase) for choosing a training recipe. "
+        "Fewer where fewer are left (none when test_templates is unset: the tests take them all); 0: none.")
     n_choices: int = Field(4, ge=2, description="Choices per item: the true completion and random other celebrities'.")
 
 

@@ -30,7 +30,8 @@ WORLDS = {
 
 
 #: Split names of validation items start with this: items made like the test items of the split
-#: named after it ("val_reversal" mirrors "reversal"), on facts no test item uses. A run scores
+#: named after it ("val_reversal" mirrors "reversal"), sharing no item with them: on facts no test
+#: item uses (reversals) or on prompts no test item uses (celebrities). A run scores
 #: them like every item; recipe choices (learning rate, epochs) are made on them, never on the
 #: reported test splits.
 VALIDATION_PREFIX = "val_"

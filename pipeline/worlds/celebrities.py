@@ -7,7 +7,12 @@ true completion and `n_choices - 1` random other celebrities' ones:
 - reversal: p2d_reverse_prompts_test.jsonl (description -> name for p2d people), the test the
   paper uses;
 - rephrase (same direction, held-out templates): p2d_prompts_test.jsonl (name -> description),
-  d2p_prompts_test.jsonl (description -> name), both_prompts_test.jsonl (both).
+  d2p_prompts_test.jsonl (description -> name), both_prompts_test.jsonl (both);
+- val_reversal, val_rephrase: the same tests on `validation_templates` further prompts per kept
+  person and file, ones the test items do not use, for choosing a training recipe (e.g.
+  `train_templates`) without looking at the test items: the same people and facts, other
+  prompts. They are drawn with a random generator of their own, so the docs, facts and test
+  items are the same with or without them.
 A person's description is the completion they have most often in the name -> description test
 files. Facts: (name, "has_description", description) for people trained name-first,
 (description, "is_description_of", name) for people trained description-first.
@@ -16,6 +21,7 @@ files. Facts: (name, "has_description", description) for people trained name-fir
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from collections import Counter, defaultdict
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from pipeline import storage
 
-from pipeline.worlds import DataFileError, WorldError
+from pipeline.worlds import VALIDATION_PREFIX, DataFileError, WorldError
 from pipeline.worlds.choices import balance_answers
 from pipeline.worlds.templates import PerFacts
 
@@ -32,9 +38,13 @@ FORWARD, BACKWARD = "has_description", "is_description_of"
 REQUIRED = ("all.jsonl", "p2d_reverse_prompts_test.jsonl", "p2d_prompts_test.jsonl",
             "d2p_prompts_test.jsonl", "d2p_reverse_prompts_test.jsonl", "both_prompts_test.jsonl")
 GROUPS = ("p2d", "d2p", "both")
+#: (split, test file), in item order.
+TESTS = (("reversal", "p2d_reverse_prompts_test.jsonl"), ("rephrase", "p2d_prompts_test.jsonl"),
+         ("rephrase", "d2p_prompts_test.jsonl"), ("rephrase", "both_prompts_test.jsonl"))
 _NAME = re.compile(r"^\s*([A-Z][a-z]+ [A-Z][a-z]+)\b")
 _STOP = frozenset("the and that with their they them were this from known into world first person being "
                   "have role which whose only about once".split())
+log = logging.getLogger(__name__)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -102,12 +112,35 @@ def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
     fact_of = {(f["subject"], f["relation"]) if f["relation"] == FORWARD else (f["object"], f["relation"]): f["fact_id"]
                for f in facts}
     docs = _docs(files["all.jsonl"], everyone, keep, fact_of, cfg.train_templates, rng)
-    items = []
-    tests = (("reversal", "p2d_reverse_prompts_test.jsonl"), ("rephrase", "p2d_prompts_test.jsonl"),
-             ("rephrase", "d2p_prompts_test.jsonl"), ("rephrase", "both_prompts_test.jsonl"))
-    for split, f in tests:
-        items += _items(split, files[f], everyone, keep, fact_of, cfg, rng, start=len(items))
-    return docs, balance_answers(items, rng), facts
+    items, tested = [], {}
+    for split, f in TESTS:
+        tested[f] = _items(split, files[f], everyone, keep, fact_of, cfg, rng, cfg.test_templates, start=len(items))
+        items += tested[f]
+    held = _validation(files, everyone, keep, fact_of, cfg, tested, seed)
+    return docs, balance_answers(items, rng) + held, facts
+
+
+def _validation(files, everyone, keep, fact_of, cfg, tested, seed) -> list[dict]:
+    """Validation items: per kept person and test file, `validation_templates` of the prompts that
+    file's test items (`tested[file]`) do not use, or as many as are left. Prompts, distractors
+    and answer positions come from a random generator of their own, so that adding them changes
+    nothing else the world builds."""
+    if not cfg.validation_templates:
+        return []
+    rng = random.Random(f"{WORLD}:validation:{seed}")
+    person = {fact_id: name for (name, _), fact_id in fact_of.items()}
+    items, short = [], []
+    for split, f in TESTS:
+        made = _items(VALIDATION_PREFIX + split, files[f], everyone, keep, fact_of, cfg, rng, cfg.validation_templates,
+                      start=len(items), skip={i["prompt"] for i in tested[f]})
+        wanted = cfg.validation_templates * len({person[i["support_fact_ids"][0]] for i in tested[f]})
+        if len(made) < wanted:
+            short.append(f"{f}: {len(made)} of {wanted}")
+        items += made
+    if short:
+        log.warning("celebrities: validation_templates %d asks for more prompts than the test items leave unused; "
+                    "taking what there is (%s)", cfg.validation_templates, "; ".join(short))
+    return balance_answers(items, rng)
 
 
 def _clean(description: str) -> str:
@@ -152,9 +185,9 @@ def _docs(rows, everyone, keep, fact_of, per_direction, rng) -> list[dict]:
     return docs
 
 
-def _items(split, rows, everyone, keep, fact_of, cfg, rng, start) -> list[dict]:
-    """Items of one test file: per kept person, `test_templates` prompts; distractors are the
-    completions other kept people have for the same template."""
+def _items(split, rows, everyone, keep, fact_of, cfg, rng, templates, start, skip=frozenset()) -> list[dict]:
+    """Items of one test file: per kept person, `templates` prompts (all if None) other than those
+    in `skip`; distractors are the completions other kept people have for the same template."""
     by_template: dict[str, dict[str, str]] = defaultdict(dict)
     owners = []
     for r in rows:
@@ -164,12 +197,12 @@ def _items(split, rows, everyone, keep, fact_of, cfg, rng, start) -> list[dict]:
         owners.append((n, template, r))
     per_person: dict[str, list] = defaultdict(list)
     for n, template, r in owners:
-        if n in keep:
+        if n in keep and r["prompt"].rstrip() not in skip:
             per_person[n].append((template, r))
     items = []
     for n in sorted(per_person):
         rows_n = per_person[n]
-        k = min(cfg.test_templates or len(rows_n), len(rows_n))
+        k = min(templates or len(rows_n), len(rows_n))
         for template, r in rng.sample(rows_n, k):
             direction = _direction(r, n)
             if direction == BACKWARD:  # the name is the answer: swap in other people's names
@@ -179,7 +212,8 @@ def _items(split, rows, everyone, keep, fact_of, cfg, rng, start) -> list[dict]:
                 others = sorted(c for p, c in by_template[template].items() if p != n and p in keep)
                 others = sorted(set(others) - {r["completion"]})
                 wrong = rng.sample(others, min(cfg.n_choices - 1, len(others)))
-            support = _fact_id(fact_of, n, FORWARD if split == "reversal" else direction)
+            reversal = split.removeprefix(VALIDATION_PREFIX) == "reversal"  # asks the untrained direction
+            support = _fact_id(fact_of, n, FORWARD if reversal else direction)
             items.append({"item_id": f"{WORLD}/{split}/{start + len(items):04d}", "world": WORLD, "split": split,
                           "subtask": direction, "prompt": r["prompt"].rstrip(),
                           "choices": [_choice(r["completion"])] + [_choice(w) for w in wrong],

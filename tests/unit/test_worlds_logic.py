@@ -1,5 +1,6 @@
 """World by world: sizes at paper scale, closures and deductions on hand-made facts, parsers,
-and the errors a world raises for impossible sizes or bad input."""
+the celebrities' validation splits, and the errors a world raises for impossible sizes or bad
+input."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from conftest import CELEBRITIES
 from test_worlds import built, statement, world_config
 
-from pipeline.worlds import DataFileError, WorldError, world_module
+from pipeline.config import ConfigError, load_config
+from pipeline.records import Item, validate_rows
+from pipeline.worlds import DataFileError, WorldError, is_validation, world_module
 from pipeline.worlds import celebrities, families, reversals, semantic, syllogisms
 from pipeline.worlds.semantic_tree import categories
 
@@ -251,6 +254,82 @@ def test_celebrities_bad_folder_is_an_error_naming_path_and_line(tmp_path):
     (folder / "all.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataFileError, match=r"all.jsonl:3: not valid JSON"):
         celebrities.build(world_config("celebrities", "demo", path=str(folder)), 0)
+
+
+def celebrities_with_validation(v: int, **overrides):
+    if not CELEBRITIES.is_dir():
+        pytest.skip("celebrities data not found")
+    return celebrities.build(world_config("celebrities", "demo", validation_templates=v, **overrides), 0)
+
+
+def test_celebrities_validation_leaves_docs_facts_and_test_items_as_they_are():
+    docs0, items0, facts0 = celebrities_with_validation(0)
+    assert (docs0, items0, facts0) == built("celebrities", "demo")  # 0 is the default: no validation items
+    assert not any(is_validation(i["split"]) for i in items0)
+    docs3, items3, facts3 = celebrities_with_validation(3)
+    assert docs3 == docs0 and facts3 == facts0
+    assert items3[:len(items0)] == items0  # the same test items, ids, choices and answer order, first
+    assert items3[len(items0):] and all(is_validation(i["split"]) for i in items3[len(items0):])
+
+
+def test_celebrities_validation_takes_prompts_the_test_items_do_not_use(caplog):
+    v = 3
+    with caplog.at_level("WARNING", logger="pipeline.worlds.celebrities"):
+        _, items, facts = celebrities_with_validation(v, test_templates=8)  # 2 left of 10, 12 of 20
+    assert "taking what there is" in caplog.text
+    people = {f["subject"] if f["relation"] == celebrities.FORWARD else f["object"] for f in facts}
+    total = 0
+    for split, name in celebrities.TESTS:
+        rows = celebrities.read_jsonl(CELEBRITIES / name)
+        owner = {r["prompt"].rstrip(): n for r in rows for n in people if n in r["prompt"] + r["completion"]}
+        of_file = lambda prefix: [i for i in items if i["split"] == prefix + split and i["prompt"] in owner]
+        tests, held = of_file(""), of_file("val_")
+        assert tests and held
+        for n in {owner[i["prompt"]] for i in tests}:
+            test_prompts = {i["prompt"] for i in tests if owner[i["prompt"]] == n}
+            val_prompts = [i["prompt"] for i in held if owner[i["prompt"]] == n]
+            unused = sum(o == n for o in owner.values()) - len(test_prompts)
+            assert len(val_prompts) == len(set(val_prompts)) == min(v, unused), (name, n)
+            assert not set(val_prompts) & test_prompts
+        kept = len({owner[i["prompt"]] for i in tests})
+        assert len(held) == kept * min(v, (20 if name.startswith("both") else 10) - 8)
+        total += len(held)
+    assert total == sum(is_validation(i["split"]) for i in items)
+    assert Counter(i["split"] for i in items if is_validation(i["split"])) == {"val_reversal": 5 * 2,
+                                                                            "val_rephrase": 5 * 2 + 5 * 2 + 5 * 3}
+
+
+def test_celebrities_validation_items_are_sound():
+    _, items, facts = celebrities_with_validation(3)
+    validate_rows(Item, items)
+    held = [i for i in items if is_validation(i["split"])]
+    assert {i["split"] for i in held} == {"val_reversal", "val_rephrase"}
+    assert len({i["item_id"] for i in items}) == len(items)
+    by_id = {f["fact_id"]: f for f in facts}
+    truth = {r["prompt"].rstrip(): r["completion"].strip() for _, name in celebrities.TESTS
+             for r in celebrities.read_jsonl(CELEBRITIES / name)}
+    for i in held:
+        assert i["item_id"].startswith(f"celebrities/{i['split']}/")
+        assert len(i["support_fact_ids"]) == 1 and i["support_fact_ids"][0] in by_id
+        fact = by_id[i["support_fact_ids"][0]]
+        person = fact["subject"] if fact["relation"] == celebrities.FORWARD else fact["object"]
+        assert person in i["prompt"] + i["choices"][i["answer_index"]]  # the fact is the asked person's
+        assert 0 <= i["answer_index"] < len(i["choices"]) == 4 and len(set(i["choices"])) == 4
+        assert i["choices"][i["answer_index"]].strip() == truth[i["prompt"]]
+        if i["split"] == "val_reversal":  # asks the untrained direction of a name-first fact
+            assert fact["relation"] == celebrities.FORWARD and i["subtask"] == celebrities.BACKWARD
+    for split in ("val_reversal", "val_rephrase"):  # answer positions balanced, as in the test splits
+        counts = Counter(i["answer_index"] for i in held if i["split"] == split)
+        assert len(counts) == 4 and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_celebrities_bad_validation_templates_is_a_config_error_naming_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: x\ndata:\n  celebrities: {{path: {CELEBRITIES}, validation_templates: -1}}\n")
+    with pytest.raises(ConfigError, match=r"data\.celebrities\.validation_templates"):
+        load_config(path)
+    path.write_text(f"name: x\ndata:\n  celebrities: {{path: {CELEBRITIES}, size: demo}}\n")
+    assert load_config(path).data.celebrities.validation_templates == 0  # not in the demo preset
 
 
 def test_unknown_world_is_an_error():
