@@ -45,6 +45,8 @@ class Work:
     fits: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: tokens scored over every condition (each ICL prefix once per world)
     scored_tokens: int = 0
+    #: training updates LoRA adapters only (train.lora): 4 P, not 6 P, per token
+    lora: bool = False
 
 
 def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dtype: str, gen_dtype: str) -> dict[str, float]:
@@ -59,7 +61,7 @@ def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dt
         out["augment"] = FIXED_S["augment"] + flops / rate("augment", gen_dtype, roof_flops)
     if work.fits:
         tokens = sum(t for _, t in work.fits.values())
-        out["train"] = FIXED_S["fit"] * len(work.fits) + training_flops(p, tokens) / rate("train", train_dtype, roof_flops)
+        out["train"] = FIXED_S["fit"] * len(work.fits) + training_flops(p, tokens, work.lora) / rate("train", train_dtype, roof_flops)
     if work.scored_tokens:
         out["evaluate"] = FIXED_S["evaluate"] + inference_flops(p, work.scored_tokens) / rate("evaluate", score_dtype, roof_flops)
     return out
@@ -80,7 +82,7 @@ def plan_work(cfg, run) -> Work:
     docs = read_records(run.path("data", "docs.parquet"), Doc)
     facts = read_records(run.path("data", "facts.parquet"), Fact)
     train = [d for d in docs if d["origin"] == "train"]
-    work = Work(params=parameter_count(local_model_folder(cfg.model)))
+    work = Work(params=parameter_count(local_model_folder(cfg.model)), lora=cfg.train.lora is not None)
     aug = cfg.augment
     strategies = cfg.strategies()
     extra: list[dict] = []

@@ -1,7 +1,9 @@
 """The cost model: FLOPs of each condition, and when augmented FT becomes cheaper than ICL.
 
 Conventions (Kaplan et al.): training costs 6 x params x tokens, inference 2 x params x tokens.
-- training FLOPs of an FT condition: 6 P x tokens trained (all epochs);
+- training FLOPs of an FT condition: 6 P x tokens trained (all epochs); with LoRA 4 P x tokens
+  (the forward pass and the activations' gradients; the frozen weights get no gradient, the
+  adapters' own are negligible);
 - augmentation FLOPs: 2 P x (prompt + generated) tokens of the strategies the condition uses
   (the oracle derives sentences from the facts: no model FLOPs);
 - per-query FLOPs: 2 P x (context + question) tokens; for ICL the context is the corpus.
@@ -43,10 +45,12 @@ class CostInputs:
     #: dtype of the weights used for scoring and for generation (model.dtype, augment.generator.dtype)
     scoring_dtype: str = "float32"
     augment_dtype: str = "float32"
+    #: whether training updates LoRA adapters only (train.lora)
+    lora: bool = False
 
 
-def training_flops(params: int, tokens: int) -> float:
-    return 6.0 * params * tokens
+def training_flops(params: int, tokens: int, lora: bool = False) -> float:
+    return (4.0 if lora else 6.0) * params * tokens
 
 
 def inference_flops(params: int, tokens: float) -> float:
@@ -71,7 +75,7 @@ def cost_rows(inputs: CostInputs, conditions: list[str]) -> list[dict]:
     rows = []
     for cond in conditions:
         strategies = FT_STRATEGIES.get(cond, ())
-        train = training_flops(p, inputs.train_tokens.get(cond, 0)) if cond in FT_STRATEGIES else 0.0
+        train = training_flops(p, inputs.train_tokens.get(cond, 0), inputs.lora) if cond in FT_STRATEGIES else 0.0
         augment = sum(inference_flops(p, inputs.augment_tokens.get(s, 0)) for s in strategies)
         query = inference_flops(p, inputs.query_tokens.get(cond, 0.0))
         rows.append({
@@ -108,7 +112,7 @@ def short_dtype(dtype: str) -> str:
 def stage_work(inputs: CostInputs) -> list[dict]:
     """Per measured stage: its cost-model FLOPs, measured seconds and compute dtype.
 
-    Training: 6 P x trained tokens over the training loop's time (setup and export apart), per
+    Training: 6 P (LoRA: 4 P) x trained tokens over the training loop's time (setup and export apart), per
     fit. Scoring: 2 P x scored tokens (plus the ICL prefix, encoded once) over the scorers' time,
     per condition. Augmentation: 2 P x (prompt + generated) tokens over the stage's wall time
     (which includes starting the actors and loading the model)."""
@@ -116,7 +120,7 @@ def stage_work(inputs: CostInputs) -> list[dict]:
     out = []
     for cond, r in inputs.train_runs.items():
         if r.get("tokens") and r.get("train_seconds") and not r.get("same_fit_as"):  # a shared fit once
-            out.append({"stage": f"train {cond}", "flops": training_flops(p, r["tokens"]),
+            out.append({"stage": f"train {cond}", "flops": training_flops(p, r["tokens"], inputs.lora),
                         "seconds": float(r["train_seconds"]), "dtype": "bf16" if r.get("bf16") else "fp32"})
     for cond, t in inputs.scoring.items():
         tokens = t.get("tokens", 0) + (inputs.icl_prefix_tokens if cond == "icl" else 0)

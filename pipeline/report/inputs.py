@@ -88,4 +88,5 @@ def cost_inputs(cfg: RunConfig, run: Run) -> CostInputs:
                       query_tokens=query_tokens, stage_seconds=seconds,
                       train_runs=_stage_summary(run, "train").get("summary", {}), scoring=timing,
                       icl_prefix_tokens=sum(w.get("prefix_tokens", 0) for w in icl.values()),
-                      scoring_dtype=cfg.model.dtype, augment_dtype=cfg.augment.generator.dtype)
+                      scoring_dtype=cfg.model.dtype, augment_dtype=cfg.augment.generator.dtype,
+                      lora=cfg.train.lora is not None)

@@ -95,7 +95,8 @@ def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInpu
     out += ["## Augmentation audit", ""]
     out += _audit_lines(audit) if audit else ["No augmentation ran in this run.", ""]
     out += ["## Cost", "",
-            f"Model parameters: {inputs.params:,}. Training = 6 × params × trained tokens; augmentation = "
+            f"Model parameters: {inputs.params:,}. Training = {4 if inputs.lora else 6} × params × trained tokens"
+            f"{' (LoRA: no gradients of the frozen weights)' if inputs.lora else ''}; augmentation = "
             "2 × params × (prompt + generated) tokens; a query = 2 × params × (context + question) tokens. "
             "Break-even: queries after which the condition's total cost falls below ICL's.", "",
             "| condition | training | augmentation | up front | tokens / query | per query | break-even vs ICL (queries) |",

@@ -60,7 +60,8 @@ class TrainConfig(Section):
     bf16: bool | Literal["auto"] = Field(
         "auto",
         description="bf16 weights and activations with fp32 master weights in the optimizer; "
-        "'auto': on where the worker's hardware supports bf16. fp16 is never used.",
+        "'auto': on where bf16 is faster on the worker's hardware: a bf16-capable GPU, a CPU "
+        "with AMX (not AVX512-BF16 alone, where bf16 matmuls run slower than fp32). fp16 is never used.",
     )
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of every weight; omit for full fine-tuning.")
     # ------------------------------------------------------------------ Ray Train

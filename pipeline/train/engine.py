@@ -21,13 +21,15 @@ log = logging.getLogger(__name__)
 
 
 def bf16_supported(use_gpu: bool) -> bool:
-    """Whether this process's hardware computes in bf16 natively."""
+    """Whether bf16 pays on this process's hardware: a GPU that supports it, or a CPU with AMX
+    tiles. AVX512-BF16 alone does not pay: there a bf16 matmul ran at 0.43x fp32's FLOP/s (106
+    against 246 GFLOP/s, 2 threads), with AMX at 6.6x, and on AVX2 bf16 is emulated (0.001x;
+    `python -m pipeline.roofline` measures both on a machine; docs/benchmarks.md)."""
     import torch
 
     if use_gpu:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def use_bf16(train: TrainConfig) -> bool:

@@ -64,6 +64,14 @@ def test_stage_work_uses_the_cost_model_over_measured_time():
     assert work["augment (stage wall time)"]["flops"] == 8e9
 
 
+def test_lora_training_counts_no_gradients_of_the_frozen_weights():
+    inputs = _measured_inputs()
+    inputs.lora = True
+    inputs.train_tokens = {"ft": 1000}
+    assert {w["stage"]: w for w in stage_work(inputs)}["train ft"]["flops"] == 4e9  # 4 x 1e6 x 1000
+    assert {r["condition"]: r for r in cost_rows(inputs, ["ft"])}["ft"]["train_flops"] == 4e9
+
+
 def test_roofline_rows_and_lines_with_and_without_a_roof():
     rows = {r["stage"]: r for r in roofline_rows(_measured_inputs(), {"bf16": 6e9, "fp32": None}.get)}
     assert rows["train ft"]["achieved_flops_per_s"] == 3e9

@@ -5,7 +5,7 @@ import pytest
 from pipeline.config import ConfigError, validate_config
 from pipeline.models import ModelError, check_trainable
 from pipeline.train.config import TrainConfig
-from pipeline.train.engine import deepspeed_config, lr_factor
+from pipeline.train.engine import bf16_supported, deepspeed_config, lr_factor, use_bf16
 
 
 def test_config_errors_name_the_key():
@@ -26,6 +26,17 @@ def test_deepspeed_config_never_uses_fp16_and_splits_the_batch():
     assert ds["bf16"] == {"enabled": True} and ds["fp16"] == {"enabled": False}
     assert "optimizer" not in ds  # the torch AdamW is passed in as a client optimizer
     assert deepspeed_config(TrainConfig(), 1, bf16=False)["bf16"] == {"enabled": False}
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, True), (False, True, False), (False, False, False)])
+def test_auto_bf16_on_cpu_only_with_amx(monkeypatch, amx, avx512_bf16, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert bf16_supported(use_gpu=False) is expected
+    assert use_bf16(TrainConfig(bf16="auto")) is expected
+    assert use_bf16(TrainConfig(bf16=True)) is True and use_bf16(TrainConfig(bf16=False)) is False
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
