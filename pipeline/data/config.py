@@ -61,6 +61,12 @@ class SemanticConfig(SizedWorld):
     n_holdout: int = Field(10, ge=0, description="Held-out leaf categories whose only trained fact is their parent. Demo: 2.")
     items_per_split: int | None = Field(
         None, gt=0, description="Most test items per split, sampled evenly over sub-tasks; default: every one. Demo: 12.")
+    validation_items: int = Field(
+        0, ge=0, description="Further items per split, made like its test items from the candidates (triples) "
+        "the test items do not use (they take items_per_split of them); their items form the validation splits "
+        "(val_rephrase, val_reversal, val_syllogism, val_category_holdout) for choosing a training recipe. "
+        "Fewer where fewer are left, with a warning (none when items_per_split is unset: the tests take them all); "
+        "0: none.")
     n_choices: int = Field(4, ge=2, description="Choices per item (fewer when too few hard distractors exist).")
 
     @model_validator(mode="after")

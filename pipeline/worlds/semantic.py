@@ -10,16 +10,22 @@ Splits (subtask = the tested relation):
 - rephrase: a stated fact in a phrasing used only in tests;
 - reversal: a stated fact reversed ("One kind of abme is the" -> " grud");
 - syllogism: a deduction from two or more facts (inherited property, grandparent category);
-- category_holdout: for a held-out leaf whose only fact is its parent, every inference.
+- category_holdout: for a held-out leaf whose only fact is its parent, every inference;
+- val_rephrase, val_reversal, val_syllogism, val_category_holdout: the same tests on up to
+  `validation_items` further candidates (triples) of each split, ones no test item of that split
+  uses, for choosing a training recipe without looking at the test items. They are drawn with a
+  random generator of their own, so the docs, facts and test items are the same with or without
+  them.
 Distractors are hard: false of the item's subject, true of another entity in the world.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
 
-from pipeline.worlds import WorldError
+from pipeline.worlds import VALIDATION_PREFIX, WorldError
 from pipeline.worlds import semantic_text as text
 from pipeline.worlds.choices import balance_answers, pick_distractors, sample_evenly
 from pipeline.worlds.lexicon import Lexicon
@@ -28,6 +34,7 @@ from pipeline.worlds.semantic_tree import OBJECT_ROLE, Category, categories
 WORLD = "semantic"
 SPLITS = ("rephrase", "reversal", "syllogism", "category_holdout")
 parse = text.parse
+log = logging.getLogger(__name__)
 
 
 def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
@@ -41,8 +48,10 @@ def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
     facts, names = _facts(cats, holdout, Lexicon(WORLD, seed))
     held = {names[h] for h in holdout}
     docs = _docs(cfg, facts, held, rng)
-    items = _items(cfg, facts, held, rng)
-    return docs, balance_answers(items, rng), facts
+    derived, objects_of, candidates = _candidates(facts, held)
+    items, used = _items(cfg, candidates, derived, objects_of, rng)
+    validation = _validation(cfg, candidates, used, derived, objects_of, seed)
+    return docs, balance_answers(items, rng) + validation, facts
 
 
 def _select(tree: tuple[Category, ...], n: int | None, rng: random.Random) -> list[Category]:
@@ -198,7 +207,9 @@ def _render_doc(chosen: list[dict], qa: bool, rng: random.Random) -> str:
 # ------------------------------------------------------------------ test items
 
 
-def _items(cfg, facts: list[dict], held: set[str], rng: random.Random) -> list[dict]:
+def _candidates(facts: list[dict], held: set[str]):
+    """Every true triple (with its derivation), relation -> object -> subjects it is true of, and
+    split -> the triples that split can test, in a fixed order."""
     derived = derive(facts)
     stated = {(f["subject"], f["relation"], f["object"]): f for f in facts}
     objects_of: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -217,29 +228,67 @@ def _items(cfg, facts: list[dict], held: set[str], rng: random.Random) -> list[d
             candidates["rephrase"].append(t)
         elif len(ids) >= 2:
             candidates["syllogism"].append(t)
-    items = []
+    return derived, objects_of, candidates
+
+
+def _items(cfg, candidates, derived, objects_of, rng: random.Random):
+    """The test items (correct choice first), and split -> the candidates they drew."""
+    items, used = [], {}
     for split in SPLITS:
-        for k, t in enumerate(sample_evenly(candidates[split], lambda t: t[1], cfg.items_per_split, rng)):
+        used[split] = sample_evenly(candidates[split], lambda t: t[1], cfg.items_per_split, rng)
+        for k, t in enumerate(used[split]):
             item = _item(split, t, derived, objects_of, cfg.n_choices, rng)
             if item is not None:
                 items.append({"item_id": f"{WORLD}/{split}/{k:04d}", **item})
-    return items
+    return items, used
 
+
+def _distractor_pool(triple, derived, objects_of) -> list[str]:
+    """Hard distractors: objects this relation has for some other subject, false for this one."""
+    s, r, o = triple
+    return [w for w, subjects in objects_of[r].items()
+            if w not in (o, s) and (s, r, w) not in derived and subjects - {s}]
 
 
 def _item(split, triple, derived, objects_of, n_choices, rng) -> dict | None:
+    """One item of `split` ("val_" ones are made like the test split they mirror), correct choice
+    first; None when the triple has no hard distractor."""
     s, r, o = triple
-    if split == "rephrase":
+    if split.removeprefix(VALIDATION_PREFIX) == "rephrase":
         template = text.REPHRASE[r]
     else:
         template = text.REVERSE[r] if r in text.REVERSE else text.TRAIN[r][0]
     prompt, correct = text.split_item(template, s, o)
-    # Hard distractors: objects this relation has for some other subject, false for this one.
-    pool = [w for w, subjects in objects_of[r].items()
-            if w not in (o, s) and (s, r, w) not in derived and subjects - {s}]
-    wrong = pick_distractors(pool, n_choices - 1, rng)
+    wrong = pick_distractors(_distractor_pool(triple, derived, objects_of), n_choices - 1, rng)
     if not wrong:
         return None
     return {"world": WORLD, "split": split, "subtask": r, "prompt": prompt,
             "choices": [correct] + [" " + w for w in wrong], "answer_index": 0,
             "support_fact_ids": sorted(derived[triple])}
+
+
+# ------------------------------------------------------------------ validation items
+
+
+def _validation(cfg, candidates, used, derived, objects_of, seed: int) -> list[dict]:
+    """Validation items: per split, `validation_items` of the candidates that split's test items
+    did not draw (`used[split]`) and that have hard distractors, or as many as are left, sampled
+    evenly over sub-tasks like the test items. Candidates, distractors and answer positions come
+    from a random generator of their own, so that adding them changes nothing else the world
+    builds."""
+    if not cfg.validation_items:
+        return []
+    rng = random.Random(f"{WORLD}:validation:{seed}")
+    items, short = [], []
+    for split in SPLITS:
+        taken = set(used[split])
+        unused = [t for t in candidates[split] if t not in taken and _distractor_pool(t, derived, objects_of)]
+        if len(unused) < cfg.validation_items:
+            short.append(f"{split}: {len(unused)}")
+        name = VALIDATION_PREFIX + split
+        for k, t in enumerate(sample_evenly(unused, lambda t: t[1], cfg.validation_items, rng)):
+            items.append({"item_id": f"{WORLD}/{name}/{k:04d}", **_item(name, t, derived, objects_of, cfg.n_choices, rng)})
+    if short:
+        log.warning("semantic: validation_items %d asks for more candidates than the test items leave unused; "
+                    "taking what there is (%s)", cfg.validation_items, "; ".join(short))
+    return balance_answers(items, rng)

@@ -1,11 +1,12 @@
 """World by world: sizes at paper scale, closures and deductions on hand-made facts, parsers,
-the celebrities' validation splits, and the errors a world raises for impossible sizes or bad
-input."""
+the semantic world's and the celebrities' validation splits, and the errors a world raises for
+impossible sizes or bad input."""
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pytest
 from conftest import CELEBRITIES
@@ -162,6 +163,101 @@ def test_semantic_impossible_sizes_are_errors():
         semantic.build(world_config("semantic", "demo", n_holdout=50), 0)
     with pytest.raises(WorldError, match=r"n_docs: 3 documents cannot state the facts of \d+ categories"):
         semantic.build(world_config("semantic", "demo", n_docs=3), 0)
+
+
+def semantic_with_validation(v: int | None, size: str = "demo", seed: int = 0, **overrides):
+    if v is not None:
+        overrides["validation_items"] = v
+    return semantic.build(world_config("semantic", size, **overrides), seed)
+
+
+def triple_of(item, facts):
+    [t] = semantic.parse(statement(item), facts)
+    return t
+
+
+@pytest.mark.parametrize("size, seed, overrides", [("demo", 0, {}), ("demo", 3, {}), ("paper", 0, {"items_per_split": 40})])
+def test_semantic_validation_leaves_docs_facts_and_test_items_as_they_are(size, seed, overrides):
+    unset = semantic_with_validation(None, size, seed, **overrides)
+    if not overrides:
+        assert unset == built("semantic", size, seed)
+    docs0, items0, facts0 = semantic_with_validation(0, size, seed, **overrides)
+    assert (docs0, items0, facts0) == unset  # 0 is the default: no validation items
+    assert not any(is_validation(i["split"]) for i in items0)
+    docs5, items5, facts5 = semantic_with_validation(5, size, seed, **overrides)
+    assert docs5 == docs0 and facts5 == facts0
+    assert items5[:len(items0)] == items0  # the same test items, ids, choices and answer order, first
+    assert items5[len(items0):] and all(is_validation(i["split"]) for i in items5[len(items0):])
+
+
+@pytest.mark.parametrize("v", [5, 40])
+def test_semantic_validation_takes_candidates_the_test_items_do_not_use(v, caplog):
+    _, every, _ = semantic_with_validation(None, items_per_split=None)  # a test item per usable candidate
+    with caplog.at_level("WARNING", logger="pipeline.worlds.semantic"):
+        _, items, facts = semantic_with_validation(v)
+    assert len({i["item_id"] for i in items}) == len(items)
+    short = False
+    for split in semantic.SPLITS:
+        of = lambda s: [i for i in items if i["split"] == s]
+        tests, held = of(split), of("val_" + split)
+        unused = sum(i["split"] == split for i in every) - len(tests)
+        short |= unused < v
+        assert len(held) == min(v, unused), split
+        assert all(i["item_id"].startswith(f"semantic/val_{split}/") for i in held)
+        said = lambda group: {(i["prompt"], i["choices"][i["answer_index"]]) for i in group}
+        assert not said(held) & said(tests), split  # no validation item asks what a test item asks
+        triples = [triple_of(i, facts) for i in held]
+        assert len(set(triples)) == len(triples)
+        assert not set(triples) & {triple_of(i, facts) for i in tests}
+        assert set(triples) <= {triple_of(i, facts) for i in every if i["split"] == split}  # a candidate of the split
+        assert {i["subtask"] for i in held} <= {i["subtask"] for i in every if i["split"] == split}
+    assert short == (v == 40)  # the demo's splits have 24 to over 100 unused candidates
+    assert ("taking what there is" in caplog.text) == short and len(caplog.records) == short
+
+
+def test_semantic_validation_needs_items_per_split_to_leave_candidates(caplog):
+    with caplog.at_level("WARNING", logger="pipeline.worlds.semantic"):
+        docs, items, facts = semantic_with_validation(3, items_per_split=None)
+    assert (docs, items, facts) == semantic_with_validation(None, items_per_split=None)  # the tests take them all
+    assert "taking what there is" in caplog.text and len(caplog.records) == 1
+
+
+def test_semantic_validation_items_are_sound():
+    docs, items, facts = semantic_with_validation(8)
+    validate_rows(Item, items)
+    held = [i for i in items if is_validation(i["split"])]
+    assert {i["split"] for i in held} == {"val_" + s for s in semantic.SPLITS}
+    by_id = {f["fact_id"]: f for f in facts}
+    derived = semantic.derive(facts)
+    closure = set(derived)
+    corpus = "\n".join(d["text"] for d in docs).lower()
+    for i in held:
+        assert i["support_fact_ids"] and set(i["support_fact_ids"]) <= set(by_id)
+        t = triple_of(i, facts)
+        assert t in closure and i["support_fact_ids"] == sorted(derived[t])
+        assert 0 <= i["answer_index"] < len(i["choices"]) and len(set(i["choices"])) == len(i["choices"]) >= 2
+        for k in range(len(i["choices"])):  # the answer is true, every distractor false
+            assert (set(semantic.parse(statement(i, k), facts)) <= closure) == (k == i["answer_index"])
+        said = " ".join(statement(i).lower().split())
+        assert not re.search(rf"(?<![a-z]){re.escape(said)}(?![a-z])", corpus), i["item_id"]  # never trained
+        if i["split"] == "val_rephrase":  # in the phrasing only tests use, as the rephrase test items are
+            s, r, o = t
+            assert semantic.text.split_item(semantic.text.REPHRASE[r], s, o) == (i["prompt"], i["choices"][i["answer_index"]])
+    groups = defaultdict(Counter)  # answer positions balanced per split and number of choices, as in the test splits
+    for i in items:
+        groups[(i["split"], len(i["choices"]))][i["answer_index"]] += 1
+    for (split, n), counts in groups.items():
+        per_position = [counts[k] for k in range(n)]
+        assert max(per_position) - min(per_position) <= 1, (split, n, per_position)
+
+
+def test_semantic_bad_validation_items_is_a_config_error_naming_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ndata:\n  semantic: {validation_items: -1}\n")
+    with pytest.raises(ConfigError, match=r"data\.semantic\.validation_items"):
+        load_config(path)
+    path.write_text("name: x\ndata:\n  semantic: {size: demo}\n")
+    assert load_config(path).data.semantic.validation_items == 0  # not in the demo preset
 
 
 # ------------------------------------------------------------------ families
