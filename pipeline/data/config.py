@@ -84,6 +84,11 @@ class FamiliesConfig(SizedWorld):
     docs_per_family: int = Field(3, gt=0, description="Training documents per couple; each states every link of that family once. Demo: 2.")
     items_per_split: int | None = Field(
         None, gt=0, description="Most test items per split, sampled evenly over sub-tasks; default: every one. Demo: 16.")
+    validation_items: int = Field(
+        0, ge=0, description="Further items per split, made like its test items from the derived triples that no "
+        "test item asks in either direction; their items form the validation splits (val_reversal, "
+        "val_composition) for choosing a training recipe. Fewer where fewer are left, with a warning (none when "
+        "items_per_split is unset: the tests take them all); 0: none.")
     n_choices: int = Field(4, ge=2, description="Choices per item: the answer and other members of the same tree.")
 
     @model_validator(mode="after")

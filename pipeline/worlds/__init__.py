@@ -31,9 +31,9 @@ WORLDS = {
 
 #: Split names of validation items start with this: items made like the test items of the split
 #: named after it ("val_reversal" mirrors "reversal"), sharing no item with them: on facts no test
-#: item uses (reversals), on prompts (celebrities) or candidate triples (semantic) no test item uses. A run scores
-#: them like every item; recipe choices (learning rate, epochs) are made on them, never on the
-#: reported test splits.
+#: item uses (reversals), on prompts (celebrities) or candidate triples (semantic, families) no
+#: test item uses. A run scores them like every item; recipe choices (learning rate, epochs) are
+#: made on them, never on the reported test splits.
 VALIDATION_PREFIX = "val_"
 
 

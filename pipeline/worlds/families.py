@@ -7,7 +7,9 @@ mother of Glon" or "Glon is the son of Femp"), plus the marriage ("Femp is the w
 Gendered words (mother, son, ...) also state the subject's gender.
 Splits (subtask = the tested relation):
 - reversal: a stated link or marriage asked the other way round;
-- composition: grandparent / grandchild, sibling, aunt or uncle / niece or nephew (derived).
+- composition: grandparent / grandchild, sibling, aunt or uncle / niece or nephew (derived);
+- val_reversal, val_composition: `validation_items` further items per split, on the derived
+  triples the test items do not ask (nor their inverses), for choosing a training recipe.
 Distractors are other members of the same tree for whom the statement is false.
 Relations: parent_of, child_of, grandparent_of, grandchild_of, sibling_of, aunt_uncle_of,
 niece_nephew_of, spouse_of, and gender ((person, "gender", "female" | "male")).
@@ -15,15 +17,20 @@ niece_nephew_of, spouse_of, and gender ((person, "gender", "female" | "male")).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
 
+from pipeline.worlds import VALIDATION_PREFIX
 from pipeline.worlds.choices import balance_answers, pick_distractors, sample_evenly
 from pipeline.worlds.lexicon import Lexicon
 from pipeline.worlds.templates import (compile_template, lead_in_pattern, match_first, normalise,
                                        parse_text, strip_lead_in)
 
+log = logging.getLogger(__name__)
+
 WORLD = "families"
+SPLITS = ("reversal", "composition")
 #: relation -> (word for a female subject, word for a male subject, neutral word)
 WORDS = {
     "parent_of": ("mother", "father", "parent"), "child_of": ("daughter", "son", "child"),
@@ -84,8 +91,8 @@ def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
                 fact_ids += [f["fact_id"], g["fact_id"]]
             docs.append({"doc_id": f"{WORLD}/d{len(docs):05d}", "world": WORLD, "origin": "train",
                          "text": " ".join(sentences), "facts": list(dict.fromkeys(fact_ids))})
-    items = _items(cfg, facts, trees, rng)
-    return docs, balance_answers(items, rng), facts
+    items, candidates, used = _items(cfg, facts, trees, rng)
+    return docs, balance_answers(items, rng) + _validation(cfg, facts, trees, candidates, used, seed), facts
 
 
 def _fact(i: int, s: str, r: str, o: str) -> dict:
@@ -188,26 +195,71 @@ def parse(text: str, facts: list[dict]) -> list[tuple[str, str, str]] | None:
 # ------------------------------------------------------------------ test items
 
 
-def _items(cfg, facts: list[dict], trees: list[list[str]], rng: random.Random) -> list[dict]:
+def _candidates(facts: list[dict]) -> dict[str, list[tuple[tuple[str, str, str], str]]]:
+    """Per split, the askable triples with their sub-task: reversal, the unstated direction of a
+    stated link; composition, a derived relation of two or more links."""
     derived = derive(facts)
-    gender = {f["subject"]: f["object"] for f in facts if f["relation"] == "gender"}
-    tree_of = {name: members for members in trees for name in members}
     stated = {(f["subject"], f["relation"], f["object"]) for f in facts}
-    candidates = {"reversal": [], "composition": []}
-    for (a, r, b), ids in sorted(derived.items()):
+    candidates: dict[str, list] = {"reversal": [], "composition": []}
+    for (a, r, b) in sorted(derived):
         if r == "gender" or (a, r, b) in stated:
             continue
         if (b, INVERSE[r], a) in stated:
             candidates["reversal"].append(((a, r, b), r))
         elif r in COMPOSITION:
             candidates["composition"].append(((a, r, b), COMPOSITION[r]))
-    items = []
-    for split, cands in candidates.items():
-        for k, ((a, r, b), subtask) in enumerate(sample_evenly(cands, lambda c: c[1], cfg.items_per_split, rng)):
-            pool = [p for p in tree_of[a] if p not in (a, b) and (a, r, p) not in derived]
-            wrong = pick_distractors(pool, cfg.n_choices - 1, rng)
-            prompt = say(a, r, "", gender[a]).rstrip()
-            items.append({"item_id": f"{WORLD}/{split}/{k:04d}", "world": WORLD, "split": split, "subtask": subtask,
-                          "prompt": prompt, "choices": [" " + b] + [" " + w for w in wrong], "answer_index": 0,
-                          "support_fact_ids": derived[(a, r, b)]})
-    return items
+    return candidates
+
+
+def _item(item_id: str, split: str, triple, subtask: str, facts_view, n_choices: int, rng: random.Random) -> dict:
+    derived, gender, tree_of = facts_view
+    a, r, b = triple
+    pool = [p for p in tree_of[a] if p not in (a, b) and (a, r, p) not in derived]
+    wrong = pick_distractors(pool, n_choices - 1, rng)
+    return {"item_id": item_id, "world": WORLD, "split": split, "subtask": subtask,
+            "prompt": say(a, r, "", gender[a]).rstrip(), "choices": [" " + b] + [" " + w for w in wrong],
+            "answer_index": 0, "support_fact_ids": derived[triple]}
+
+
+def _view(facts: list[dict], trees: list[list[str]]):
+    gender = {f["subject"]: f["object"] for f in facts if f["relation"] == "gender"}
+    return derive(facts), gender, {name: members for members in trees for name in members}
+
+
+def _items(cfg, facts: list[dict], trees: list[list[str]], rng: random.Random):
+    """The test items, every split's candidates, and the triples the test items ask."""
+    view = _view(facts, trees)
+    candidates = _candidates(facts)
+    items, used = [], {}
+    for split in SPLITS:
+        chosen = sample_evenly(candidates[split], lambda c: c[1], cfg.items_per_split, rng)
+        used[split] = {t for t, _ in chosen}
+        items += [_item(f"{WORLD}/{split}/{k:04d}", split, t, sub, view, cfg.n_choices, rng)
+                  for k, (t, sub) in enumerate(chosen)]
+    return items, candidates, used
+
+
+def _validation(cfg, facts, trees, candidates, used, seed: int) -> list[dict]:
+    """Validation items: per split, `validation_items` of the candidates no test item asks, in
+    either direction (a test item asking "Glon is the grandson of Femp" rules out "Femp is the
+    grandmother of Glon"), or as many as are left, sampled evenly over sub-tasks like the test
+    items. Candidates, distractors and answer positions come from a random generator of their own,
+    so adding them changes nothing else the world builds."""
+    if not cfg.validation_items:
+        return []
+    rng = random.Random(f"{WORLD}:validation:{seed}")
+    view = _view(facts, trees)
+    asked = {t for ts in used.values() for t in ts}
+    asked |= {(b, INVERSE[r], a) for a, r, b in asked}
+    items, short = [], []
+    for split in SPLITS:
+        unused = [c for c in candidates[split] if c[0] not in asked]
+        if len(unused) < cfg.validation_items:
+            short.append(f"{split}: {len(unused)}")
+        name = VALIDATION_PREFIX + split
+        items += [_item(f"{WORLD}/{name}/{k:04d}", name, t, sub, view, cfg.n_choices, rng)
+                  for k, (t, sub) in enumerate(sample_evenly(unused, lambda c: c[1], cfg.validation_items, rng))]
+    if short:
+        log.warning("families: validation_items %d asks for more candidates than the test items leave unused; "
+                    "taking what there is (%s)", cfg.validation_items, "; ".join(short))
+    return balance_answers(items, rng)

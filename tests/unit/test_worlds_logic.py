@@ -1,5 +1,5 @@
 """World by world: sizes at paper scale, closures and deductions on hand-made facts, parsers,
-the semantic world's and the celebrities' validation splits, and the errors a world raises for
+the validation splits of the semantic, families and celebrities worlds, and the errors a world raises for
 impossible sizes or bad input."""
 
 from __future__ import annotations
@@ -176,18 +176,22 @@ def triple_of(item, facts):
     return t
 
 
-@pytest.mark.parametrize("size, seed, overrides", [("demo", 0, {}), ("demo", 3, {}), ("paper", 0, {"items_per_split": 40})])
-def test_semantic_validation_leaves_docs_facts_and_test_items_as_they_are(size, seed, overrides):
-    unset = semantic_with_validation(None, size, seed, **overrides)
+@pytest.mark.parametrize("world, size, seed, overrides", [
+    ("semantic", "demo", 0, {}), ("semantic", "demo", 3, {}), ("semantic", "paper", 0, {"items_per_split": 40}),
+    ("families", "demo", 0, {}), ("families", "demo", 3, {}), ("families", "paper", 0, {"items_per_split": 60})])
+def test_validation_items_leave_docs_facts_and_test_items_as_they_are(world, size, seed, overrides):
+    build = {"semantic": semantic_with_validation, "families": families_with_validation}[world]
+    unset = build(None, size, seed, **overrides)
     if not overrides:
-        assert unset == built("semantic", size, seed)
-    docs0, items0, facts0 = semantic_with_validation(0, size, seed, **overrides)
+        assert unset == built(world, size, seed)
+    docs0, items0, facts0 = build(0, size, seed, **overrides)
     assert (docs0, items0, facts0) == unset  # 0 is the default: no validation items
     assert not any(is_validation(i["split"]) for i in items0)
-    docs5, items5, facts5 = semantic_with_validation(5, size, seed, **overrides)
+    docs5, items5, facts5 = build(5, size, seed, **overrides)
     assert docs5 == docs0 and facts5 == facts0
     assert items5[:len(items0)] == items0  # the same test items, ids, choices and answer order, first
-    assert items5[len(items0):] and all(is_validation(i["split"]) for i in items5[len(items0):])
+    splits = semantic.SPLITS if world == "semantic" else families.SPLITS
+    assert Counter(i["split"] for i in items5[len(items0):]) == {"val_" + s: 5 for s in splits}
 
 
 @pytest.mark.parametrize("v", [5, 40])
@@ -251,15 +255,6 @@ def test_semantic_validation_items_are_sound():
         assert max(per_position) - min(per_position) <= 1, (split, n, per_position)
 
 
-def test_semantic_bad_validation_items_is_a_config_error_naming_the_key(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("name: x\ndata:\n  semantic: {validation_items: -1}\n")
-    with pytest.raises(ConfigError, match=r"data\.semantic\.validation_items"):
-        load_config(path)
-    path.write_text("name: x\ndata:\n  semantic: {size: demo}\n")
-    assert load_config(path).data.semantic.validation_items == 0  # not in the demo preset
-
-
 # ------------------------------------------------------------------ families
 
 
@@ -301,6 +296,69 @@ def test_families_closure_and_gender():
     wrong = families.parse("Ann is the father of Cid.", facts)
     assert ("Ann", "parent_of", "Cid") in wrong and ("Ann", "gender", "male") not in c
     assert families.parse("Ann is the mother of Zed.", facts) is None
+
+
+def families_with_validation(v: int | None, size: str = "demo", seed: int = 0, **overrides):
+    if v is not None:
+        overrides["validation_items"] = v
+    return families.build(world_config("families", size, **overrides), seed)
+
+
+def family_triple(item, facts):
+    return families.parse(statement(item), facts)[0]
+
+
+@pytest.mark.parametrize("v", [8, 60])
+def test_families_validation_asks_triples_no_test_item_asks_either_way(v, caplog):
+    _, every, _ = families_with_validation(None, items_per_split=None)  # a test item per candidate
+    with caplog.at_level("WARNING", logger="pipeline.worlds.families"):
+        _, items, facts = families_with_validation(v)
+    assert len({i["item_id"] for i in items}) == len(items)
+    tests = {family_triple(i, facts) for i in items if not is_validation(i["split"])}
+    asked = tests | {(b, families.INVERSE[r], a) for a, r, b in tests}
+    short = False
+    for split in families.SPLITS:
+        candidates = {family_triple(i, facts) for i in every if i["split"] == split}
+        held = [i for i in items if i["split"] == "val_" + split]
+        triples = [family_triple(i, facts) for i in held]
+        unused = candidates - asked
+        short |= len(unused) < v
+        assert len(held) == min(v, len(unused)), split
+        assert len(set(triples)) == len(triples) and set(triples) <= unused, split
+        assert all(i["item_id"].startswith(f"families/val_{split}/") for i in held)
+        assert {i["subtask"] for i in held} <= {i["subtask"] for i in every if i["split"] == split}
+    assert short == (v == 60)  # the demo leaves 34 reversal and 244 composition candidates
+    assert ("taking what there is" in caplog.text) == short and len(caplog.records) == short
+
+
+def test_families_validation_items_are_sound():
+    docs, items, facts = families_with_validation(10, "paper", items_per_split=60)
+    validate_rows(Item, items)
+    held = [i for i in items if is_validation(i["split"])]
+    assert Counter(i["split"] for i in held) == {"val_reversal": 10, "val_composition": 10}
+    derived = families.derive(facts)
+    stated = {(f["subject"], f["relation"], f["object"]) for f in facts}
+    for i in held:
+        t = family_triple(i, facts)
+        assert t in derived and t not in stated and i["support_fact_ids"] == derived[t]
+        assert ((t[2], families.INVERSE[t[1]], t[0]) in stated) == (i["split"] == "val_reversal")
+        assert len(set(i["choices"])) == len(i["choices"]) == 4
+        for k in range(4):  # the answer is true, every distractor false
+            assert (family_triple({**i, "answer_index": k}, facts) in derived) == (k == i["answer_index"]), i["item_id"]
+    positions = Counter((i["split"], i["answer_index"]) for i in held)
+    for split in ("val_reversal", "val_composition"):
+        counts = [positions[(split, k)] for k in range(4)]
+        assert max(counts) - min(counts) <= 1, (split, counts)
+
+
+@pytest.mark.parametrize("world", ["semantic", "families"])
+def test_bad_validation_items_is_a_config_error_naming_the_key(world, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: x\ndata:\n  {world}: {{validation_items: -1}}\n")
+    with pytest.raises(ConfigError, match=rf"data\.{world}\.validation_items"):
+        load_config(path)
+    path.write_text(f"name: x\ndata:\n  {world}: {{size: demo}}\n")
+    assert getattr(load_config(path).data, world).validation_items == 0  # not in the demo preset
 
 
 # ------------------------------------------------------------------ celebrities
