@@ -19,7 +19,7 @@ import time
 
 from bench.icl_prefix_cache import build_case
 from pipeline import models
-from pipeline.evaluate.scoring import encode_prefix, join_choice, score_items
+from pipeline.evaluate.scoring import encode_prefix, encoded_tokens, item_requests, join_choice, score_items
 from pipeline.roofline import fraction, roof
 
 
@@ -62,15 +62,6 @@ def compare(model, tokenizer, items: list[dict], context: str, batch_size: int, 
             "prefix_tokens": prefix.num_tokens if prefix is not None else 0}
 
 
-def scored_tokens(tokenizer, items: list[dict], prefix_tokens: int) -> int:
-    """Tokens the cost model counts for our pass: the prefix once, each prompt once, each choice."""
-    n = prefix_tokens
-    for item in items:
-        n += len(tokenizer(item["prompt"], add_special_tokens=False)["input_ids"])
-        n += sum(len(tokenizer(join_choice(item["prompt"], c), add_special_tokens=False)["input_ids"]) for c in item["choices"])
-    return n
-
-
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -98,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         context = context if target else ""
         runs = [compare(model, tokenizer, items, context, args.batch_size, lm) for _ in range(args.repeats)]
         r = {**runs[0], "ours_s": min(x["ours_s"] for x in runs), "peer_s": min(x["peer_s"] for x in runs)}
-        achieved, share = fraction(2.0 * params * scored_tokens(tokenizer, items, r["prefix_tokens"]), r["ours_s"], fp32)
+        tokens = r["prefix_tokens"] + encoded_tokens(item_requests(tokenizer, items, after_prefix=bool(context)))
+        achieved, share = fraction(2.0 * params * tokens, r["ours_s"], fp32)
         rows.append((target, r, achieved, share))
         notes += [f"context {r['prefix_tokens']}: {d['item_id']}: ours {d['ours']}, lm-eval {d['lm_eval']}" for d in r["disagreements"]]
 

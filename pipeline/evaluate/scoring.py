@@ -229,6 +229,16 @@ def score_batch(model, requests: list[Request], prefix: Prefix | None = None, re
     return sums
 
 
+def encoded_tokens(requests: list[Request]) -> int:
+    """Tokens the model must read to score these requests: each item's context once (its choices
+    share it) and each choice's continuation but its last token, which is only predicted. The
+    packed path reads exactly these; the padded path (sliding-window models) reads each context
+    once per choice, so the cost model, which counts this useful work, shows its redundancy as a
+    lower fraction of roof. The ICL prefix is not included (it is encoded once per actor)."""
+    contexts = {(r.item, r.context) for r in requests}
+    return sum(len(c) for _, c in contexts) + sum(len(r.continuation) - 1 for r in requests)
+
+
 def plan_batches(requests: list[Request], batch_size: int) -> list[list[int]]:
     """Request indices grouped into forward batches of up to `batch_size` sequences, whole items
     only (their choices share the context), longest items first. The plan alone fixes every

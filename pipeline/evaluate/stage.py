@@ -20,6 +20,7 @@ from pipeline.config import RunConfig
 from pipeline.evaluate.icl import icl_contexts
 from pipeline.evaluate.results import build_results, format_table
 from pipeline.evaluate.scorer import plan, pool_shape, score_on_ray
+from pipeline.evaluate.scoring import encoded_tokens
 from pipeline.logs import results_logger
 from pipeline.records import (
     Doc,
@@ -97,7 +98,7 @@ def run(cfg: RunConfig, run: Run) -> dict:
     scores, seconds = score_on_ray(specs, items, plans, shape)
     timing = {
         name: {"scoring_seconds": round(seconds[name], 3), "sequences": len(p.requests),
-               "tokens": sum(len(r.context) + len(r.continuation) - 1 for r in p.requests)}
+               "tokens": encoded_tokens(p.requests)}
         for name, p in plans.items()
     }
 

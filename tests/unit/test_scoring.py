@@ -195,6 +195,24 @@ def test_packed_path_without_prefix_matches_padded_batches(tiny, monkeypatch):
     assert packed_requests[0] != packed_requests[3]
 
 
+def test_encoded_tokens_count_what_the_packed_forward_reads(tiny, monkeypatch):
+    from pipeline.evaluate import scoring
+
+    model, tok = tiny
+    requests = [Request(0, 0, (70, 71, 72), (73,)), Request(0, 1, (70, 71, 72), (74, 75)), Request(1, 0, (80,), (81, 82, 83)),
+                Request(1, 1, (80,), (84,))]
+    assert scoring.encoded_tokens(requests) == 3 + 0 + 1 + 1 + 2 + 0  # each context once, continuations but their last
+    read = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda **kw: read.append(kw["input_ids"].shape[1]) or forward(**kw))
+    items = make_items(9)
+    planned = item_requests(tok, items, after_prefix=False)
+    for batch in plan_batches(planned, 6):
+        scoring.score_batch(model, [planned[k] for k in batch])
+    assert sum(read) == scoring.encoded_tokens(planned)
+    assert scoring.encoded_tokens(planned) < sum(len(r.context) + len(r.continuation) - 1 for r in planned)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"choices": ["glon"]}, "needs at least 2 choices, has 1"),
     ({"answer_index": 2}, "answer_index 2 out of range for 2 choices"),
