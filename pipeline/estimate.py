@@ -75,7 +75,7 @@ def plan_work(cfg, run) -> Work:
     from pipeline.augment.stage import build_oracle
     from pipeline.conditions import FT_STRATEGIES
     from pipeline.models import context_window, load_tokenizer, local_model_folder
-    from pipeline.records import Doc, Fact, read_records
+    from pipeline.records import Doc, Fact, Item, read_records
     from pipeline.report.inputs import parameter_count
     from pipeline.train.stage import prepare
 
@@ -105,7 +105,8 @@ def plan_work(cfg, run) -> Work:
                        "text": " ".join(["word"] * (r["max_new_tokens"] // lines))}
                       for r in requests for k in range(lines)]
     if "oracle" in strategies:
-        extra += build_oracle(cfg, train, facts, training_index(train))[0]
+        items = read_records(run.path("data", "items.parquet"), Item)
+        extra += build_oracle(cfg, train, facts, items, training_index(train))[0]
     tokenizer = load_tokenizer(cfg.model)
     window = context_window(cfg.model)
     fingerprints = set()

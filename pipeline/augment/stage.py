@@ -16,7 +16,7 @@ import logging
 
 from pipeline.augment.audit import build_audit, format_audit
 from pipeline.augment.generation import failed, generate_resumable, prepare_shard_dir, run_hf, work_left
-from pipeline.augment.oracle import cap_per_world, oracle_docs
+from pipeline.augment.oracle import asked_rows, cap_per_world, oracle_docs
 from pipeline.augment.plan import (
     LOCAL_PREFIX,
     fingerprint,
@@ -146,18 +146,22 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str],
     return generations, skipped, info
 
 
-def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], index) -> tuple[list[dict], dict, list[str]]:
-    """The oracle's documents (those not already training sentences, capped per world), their
-    counts per world, and the worlds that have no oracle. `index`: `training_index(train)`."""
-    rows, without = [], []
+def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], items: list[dict], index) -> tuple[list[dict], dict, list[str]]:
+    """The oracle's documents (those not already training sentences, capped per world with the
+    ones items ask kept first), their counts per world, and the worlds that have no oracle.
+    `index`: `training_index(train)`."""
+    rows, without, asked = [], [], set()
     for world in sorted({d["world"] for d in train}):
         module = world_module(world)
         if module is None or not hasattr(module, "oracle"):
             without.append(world)
             continue
-        rows += oracle_docs(world, module, [f for f in facts if f["world"] == world], [d for d in train if d["world"] == world])
+        mine = [f for f in facts if f["world"] == world]
+        rows += oracle_docs(world, module, mine, [d for d in train if d["world"] == world])
+        if cfg.augment.oracle_max_per_world is not None:
+            asked |= asked_rows([r for r in rows if r["world"] == world], module, mine, [i for i in items if i["world"] == world])
     rows, counts = dedupe_oracle(rows, index)
-    return cap_per_world(rows, cfg.augment.oracle_max_per_world, cfg.seed), counts, without
+    return cap_per_world(rows, cfg.augment.oracle_max_per_world, cfg.seed, asked), counts, without
 
 
 def run(cfg: RunConfig, run: Run, *, after_shard=None) -> dict:
@@ -177,7 +181,7 @@ def run(cfg: RunConfig, run: Run, *, after_shard=None) -> dict:
     index = training_index(train)
     rows, counts = postprocess(generations, index, example_sentences(), cfg.augment.min_words, cfg.augment.max_words)
     if "oracle" in strategies:
-        oracle_rows, oracle_counts, without = build_oracle(cfg, train, facts, index)
+        oracle_rows, oracle_counts, without = build_oracle(cfg, train, facts, items, index)
         for world in without:
             skipped.setdefault(f"oracle/{world}", {})["no_oracle"] = 1
         rows += oracle_rows

@@ -103,3 +103,36 @@ def test_oracle_cap_keeps_a_seeded_ordered_sample_per_world():
     assert capped == [r for r in rows if r in capped]  # original order kept
     assert capped == cap_per_world(rows, 3, seed=0) and capped != cap_per_world(rows, 3, seed=1)
     assert cap_per_world(rows, None, seed=0) == rows
+
+
+def test_oracle_cap_keeps_the_rows_items_ask_first():
+    rows = [{"world": "a", "doc_id": f"a{i}"} for i in range(10)]
+    kept = lambda capped: [r["doc_id"] for r in capped]  # noqa: E731
+    assert cap_per_world(rows, 3, seed=0, asked=frozenset()) == cap_per_world(rows, 3, seed=0)
+    for seed in range(5):
+        two = kept(cap_per_world(rows, 3, seed, asked={"a7", "a2"}))
+        assert len(two) == 3 and {"a2", "a7"} <= set(two) and two == sorted(two)
+    many = kept(cap_per_world(rows, 3, 0, asked={f"a{i}" for i in range(5)}))
+    assert len(many) == 3 and set(many) <= {f"a{i}" for i in range(5)}  # only asked rows when they fill the cap
+    assert kept(cap_per_world(rows, 20, 0, asked={"a1"})) == kept(rows)
+
+
+def test_capped_oracle_states_every_tested_inference_of_the_families_demo():
+    from pipeline.augment.audit import audit_world
+    from pipeline.augment.postprocess import training_index
+    from pipeline.augment.stage import build_oracle
+    from pipeline.config import RunConfig
+    from pipeline.worlds import families
+    from test_worlds import world_config
+
+    docs, items, facts = families.build(world_config("families", "demo", validation_items=8), 0)
+    cfg = RunConfig.model_validate({"name": "x", "conditions": ["ft+oracle"], "augment": {"oracle_max_per_world": 60}})
+    rows, counts, _ = build_oracle(cfg, docs, facts, items, training_index(docs))
+    assert len(rows) == 60 < counts["oracle/families"]["kept"]
+    coverage = audit_world("families", families, facts, items, {"oracle": rows})["strategies"]["oracle"]["coverage_by_split"]
+    assert {s: c["coverage"] for s, c in coverage.items()} == dict.fromkeys(
+        ["composition", "reversal", "val_composition", "val_reversal"], 1.0)
+    sampled = build_oracle(cfg, docs, facts, [], training_index(docs))[0]  # no items asked: a uniform sample
+    assert len(sampled) == 60
+    low = audit_world("families", families, facts, items, {"oracle": sampled})["strategies"]["oracle"]["reversal_coverage"]
+    assert low < 0.5
