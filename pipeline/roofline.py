@@ -9,7 +9,8 @@ dtypes and thread count the stages use and prints the table.
 The roof is the best of several timed windows of square products (the fastest window is the one
 least disturbed by other work on a shared machine): what torch's matmul sustains, not a vendor
 peak. A stage's fraction of roof is its cost-model FLOPs (`pipeline.report.cost`) over its
-measured time, divided by this.
+measured time, divided by this. `bf16_pays` compares the two dtypes' roofs: `train.bf16: auto`
+trains in bf16 on a CPU where that says bf16 is the faster path.
 """
 
 from __future__ import annotations
@@ -126,8 +127,30 @@ def measure_and_cache(dtype: str, threads: int, size: int = 2048, seconds: float
 
 
 def roof(dtype: str, threads: int) -> Roof:
-    """The cached roof, measured first if this machine has none yet (benchmarks only; the report never measures)."""
+    """The cached roof, measured first if this machine has none yet (benchmarks and `bf16_pays`;
+    the report never measures)."""
     return cached(dtype, threads) or measure_and_cache(dtype, threads)
+
+
+#: On a CPU, bf16 trains faster than fp32 where its matmul roof is at least this many times fp32's.
+#: Measured (2 threads, docs/benchmarks.md): roof 0.43x fp32's (Intel, AVX512-BF16 without AMX)
+#: made a LoRA step 0.64x as fast; 2.2x (AMD, AVX512-BF16) made it 1.2-1.3x as fast; 6.6x (AMX).
+BF16_MIN_ROOF_RATIO = 1.5
+
+
+def bf16_pays(threads: int) -> bool:
+    """Whether bf16 matrix products on this CPU run at BF16_MIN_ROOF_RATIO x fp32's or more, by the
+    cached roofs (measured once per machine, about 2 s, if not cached yet). A CPU without
+    AVX512-BF16 or AMX emulates bf16 (about 0.001x fp32): False without measuring."""
+    import torch
+
+    native = [getattr(torch.cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if not any(native):
+        return False
+    ratio = roof("bf16", threads).flops_per_s / roof("fp32", threads).flops_per_s
+    log.info("bf16 matmul roof %.2fx fp32's on this CPU (%d threads): %s", ratio, threads,
+             "bf16" if ratio >= BF16_MIN_ROOF_RATIO else "fp32")
+    return ratio >= BF16_MIN_ROOF_RATIO
 
 
 def fraction(flops: float, seconds: float, found: Roof | None) -> tuple[float, float | None]:

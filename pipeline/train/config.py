@@ -61,7 +61,8 @@ class TrainConfig(Section):
         "auto",
         description="bf16 weights and activations with fp32 master weights in the optimizer; "
         "'auto': on where bf16 is faster on the worker's hardware: a bf16-capable GPU, a CPU "
-        "with AMX (not AVX512-BF16 alone, where bf16 matmuls run slower than fp32). fp16 is never used.",
+        "whose measured bf16 matmul roof is at least 1.5x its fp32 one (AMX, some AVX512-BF16 CPUs; "
+        "measured once per machine and cached, `python -m pipeline.roofline`). fp16 is never used.",
     )
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of every weight; omit for full fine-tuning.")
     # ------------------------------------------------------------------ Ray Train

@@ -21,19 +21,36 @@ log = logging.getLogger(__name__)
 
 
 def bf16_supported(use_gpu: bool) -> bool:
-    """Whether bf16 pays on this process's hardware: a GPU that supports it, or a CPU with AMX
-    tiles. AVX512-BF16 alone does not pay: there a bf16 matmul ran at 0.43x fp32's FLOP/s (106
-    against 246 GFLOP/s, 2 threads), with AMX at 6.6x, and on AVX2 bf16 is emulated (0.001x;
-    `python -m pipeline.roofline` measures both on a machine; docs/benchmarks.md)."""
+    """Whether bf16 pays on this process's hardware: a GPU that supports it, or a CPU whose bf16
+    matmul roof is well above its fp32 one at this process's torch threads
+    (`pipeline.roofline.bf16_pays`: AMX, some AVX512-BF16 CPUs; not an AVX512-BF16 CPU whose
+    bf16 products run slower than fp32, nor AVX2, which emulates bf16)."""
     import torch
 
     if use_gpu:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    from pipeline.roofline import bf16_pays
+
+    return bf16_pays(torch.get_num_threads())
 
 
 def use_bf16(train: TrainConfig) -> bool:
     return bf16_supported(train.use_gpu) if train.bf16 == "auto" else bool(train.bf16)
+
+
+def on_every_worker(flag: bool, num_workers: int, use_gpu: bool) -> bool:
+    """True only where every worker of the fit says True (collective: call on every rank). With
+    `auto` each worker judges its own hardware, and ranks that reduce gradients together must
+    agree on their dtype: a cluster mixing CPUs where bf16 pays with ones where it does not trains
+    in fp32."""
+    if num_workers == 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device="cuda" if use_gpu else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def deepspeed_config(train: TrainConfig, num_workers: int, bf16: bool) -> dict:
@@ -100,7 +117,7 @@ def build_engine(model_path: str, train: TrainConfig, total_steps: int, num_work
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
-    bf16 = use_bf16(train)
+    bf16 = on_every_worker(use_bf16(train), num_workers, train.use_gpu)
     model = build_model(model_path, train)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [

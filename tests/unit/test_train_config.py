@@ -28,15 +28,62 @@ def test_deepspeed_config_never_uses_fp16_and_splits_the_batch():
     assert deepspeed_config(TrainConfig(), 1, bf16=False)["bf16"] == {"enabled": False}
 
 
-@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, True), (False, True, False), (False, False, False)])
-def test_auto_bf16_on_cpu_only_with_amx(monkeypatch, amx, avx512_bf16, expected):
+@pytest.mark.parametrize("amx, avx512_bf16, bf16_roof, expected", [
+    (False, False, None, False),  # AVX2: bf16 is emulated; nothing is measured
+    (False, True, 106e9, False),  # AVX512-BF16 whose bf16 products run at 0.43x fp32's (measured, Intel)
+    (False, True, 540e9, True),   # AVX512-BF16 at 2.2x (measured, AMD)
+    (True, True, 1620e9, True),   # AMX at 6.6x
+    (True, True, 360e9, False),   # 1.46x: below BF16_MIN_ROOF_RATIO
+])
+def test_auto_bf16_on_cpu_where_the_measured_bf16_roof_is_well_above_fp32(monkeypatch, amx, avx512_bf16, bf16_roof, expected):
     import torch
+
+    from pipeline import roofline
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    asked = []
+
+    def roof(dtype, threads):
+        asked.append((dtype, threads))
+        return roofline.Roof(dtype, threads, 246e9 if dtype == "fp32" else bf16_roof, 2048, "k")
+
+    monkeypatch.setattr(roofline, "roof", roof)
     assert bf16_supported(use_gpu=False) is expected
     assert use_bf16(TrainConfig(bf16="auto")) is expected
     assert use_bf16(TrainConfig(bf16=True)) is True and use_bf16(TrainConfig(bf16=False)) is False
+    threads = torch.get_num_threads()
+    assert asked == ([] if bf16_roof is None else [("bf16", threads), ("fp32", threads)] * 2)
+
+
+def _agree(rank: int, port: int, flags: list[bool], out) -> None:
+    import torch.distributed as dist
+
+    from pipeline.train.engine import on_every_worker
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(flags))
+    out.put((rank, on_every_worker(flags[rank], len(flags), use_gpu=False)))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("flags, expected", [([True, True], True), ([True, False], False), ([False, False], False)])
+def test_workers_agree_on_bf16_and_any_no_wins(flags, expected):
+    import multiprocessing as mp
+
+    from ports import free_port
+
+    from pipeline.train.engine import on_every_worker
+
+    assert on_every_worker(True, 1, use_gpu=False) is True and on_every_worker(False, 1, use_gpu=False) is False
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=_agree, args=(r, port, flags, out)) for r in range(len(flags))]
+    for p in procs:
+        p.start()
+    got = dict(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    assert got == {0: expected, 1: expected}
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
