@@ -6,6 +6,8 @@ counts real (non-padding) tokens over the training steps only (with the cost mod
 tokens it gives the achieved FLOP/s and the fraction of this machine's matmul roof,
 `pipeline.roofline`); setup (worker start, model load,
 `deepspeed.initialize`) and the final export are reported apart as the fit's wall time.
+Between the two, the fit's DeepSpeed engine stepped in this process without Ray tells the
+engine's share of a gap from Ray's.
 
 Precision is alike on both paths: with bf16 the bare loop keeps fp32 weights and computes under
 `torch.autocast(bfloat16)`, the standard torch mixed-precision recipe, as DeepSpeed's bf16 mode
@@ -15,6 +17,7 @@ stages 2 and 3 show what ZeRO's bookkeeping costs when it buys nothing.
 
     DS_ACCELERATOR=cpu python -m bench.train_throughput                 # embedded 135M model
     DS_ACCELERATOR=cpu python -m bench.train_throughput --model tiny-random --steps 20
+    DS_ACCELERATOR=cpu python -m bench.train_throughput --precision fp32 --lora-r 16 --skip zero2 zero3 workers2
 """
 
 from __future__ import annotations
@@ -97,6 +100,41 @@ def bare_loop(model_path: str, train, rows: list[dict], threads: int, profile: b
     return result
 
 
+def engine_loop(model_path: str, train, rows: list[dict], threads: int) -> dict:
+    """The fit's DeepSpeed engine (`pipeline.train.engine.build_engine`) stepped in this process,
+    without Ray: a one-rank gloo group, the rows as a list. Between the bare loop and the Ray fit,
+    it tells DeepSpeed's share of the gap from Ray's (its worker process, data shard, reports)."""
+    import socket
+
+    import torch
+    import torch.distributed as dist
+
+    from pipeline.train.engine import build_engine
+    from pipeline.train.loop import to_tensors
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if not dist.is_initialized():  # once per process: DeepSpeed keeps the groups it derives from it
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(LOCAL_RANK="0", RANK="0", WORLD_SIZE="1")  # DeepSpeed reads these, as a launcher sets them
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    start = time.perf_counter()
+    engine, _ = build_engine(model_path, train, len(rows), 1)
+    engine.train()
+    setup = time.perf_counter() - start
+    tokens, t0 = 0, time.perf_counter()
+    for row in rows:
+        loss = engine(**to_tensors(row, engine.device)).loss
+        engine.backward(loss)
+        engine.step()
+        tokens += sum(row["lengths"])
+    seconds = time.perf_counter() - t0
+    return {"tokens_per_s": tokens / seconds, "setup_s": setup, "wall_s": time.perf_counter() - start,
+            "final_loss": loss.item(), "data_wait_s": 0.0}
+
+
 def ray_fit(model_path: str, train, rows: list[dict], cpus: int, storage: str, name: str) -> dict:
     from pipeline.train.loop import fit
 
@@ -114,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per configuration")
     parser.add_argument("--batch-size", type=int, default=8, help="global batch size in examples")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank (train.lora.r) on both paths; 0: every weight")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (interleaved); the best is reported")
     parser.add_argument("--skip", nargs="*", default=[], choices=["zero2", "zero3", "workers2"], help="configurations to leave out")
     args = parser.parse_args(argv)
@@ -125,11 +164,13 @@ def main(argv: list[str] | None = None) -> None:
 
     cpus = os.cpu_count() or 1
     model_path = str(resolve(args.model))
-    base = dict(batch_size=args.batch_size, bf16=args.precision == "bf16", lr=1e-4, max_steps=args.steps)
-    runs = [("bare torch loop (1 process)", None, 1), ("Ray Train + DeepSpeed ZeRO-0, 1 worker", 0, 1)]
+    base = dict(batch_size=args.batch_size, bf16=args.precision == "bf16", lr=1e-4, max_steps=args.steps,
+                lora={"r": args.lora_r} if args.lora_r else None)
+    runs = [("bare torch loop (1 process)", None, 1), ("DeepSpeed ZeRO-0 engine, no Ray (1 process)", "engine", 1),
+            ("Ray Train + DeepSpeed ZeRO-0, 1 worker", 0, 1)]
     if "zero2" not in args.skip:
         runs.append(("Ray Train + DeepSpeed ZeRO-2, 1 worker", 2, 1))
-    if "zero3" not in args.skip:
+    if "zero3" not in args.skip and not args.lora_r:  # LoRA under ZeRO-3 is refused (train.lora)
         runs.append(("Ray Train + DeepSpeed ZeRO-3, 1 worker", 3, 1))
     if "workers2" not in args.skip:
         runs.append(("Ray Train + DeepSpeed ZeRO-2, 2 workers", 2, 2))
@@ -140,10 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as storage:
         for repeat in range(args.repeats):  # interleaved, so a busy spell hits every configuration
             for label, stage, workers in runs:
-                train = TrainConfig(**base, zero_stage=stage or 0, num_workers=workers)
+                train = TrainConfig(**base, zero_stage=stage if isinstance(stage, int) else 0, num_workers=workers)
                 rows, padding = rows_for(args.model, args.steps, args.batch_size, workers)
                 if stage is None:  # the bare loop
                     r = bare_loop(model_path, train, rows, cpus)
+                elif stage == "engine":
+                    r = engine_loop(model_path, train, rows, cpus)
                 else:
                     r = ray_fit(model_path, train, rows, cpus, storage, f"bench-z{stage}-w{workers}-{repeat}")
                 print(f"{label} (run {repeat + 1}): {r['tokens_per_s']:.1f} tok/s", flush=True)
@@ -154,18 +197,20 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from pipeline.report.cost import training_flops
     from pipeline.report.inputs import parameter_count
     from pipeline.roofline import fraction, roof
 
     baseline = results[0][1]["tokens_per_s"]
     params, ceiling = parameter_count(Path(model_path)), roof(args.precision, cpus)
-    print(f"\nmodel {args.model}, {args.precision}, {args.steps} steps x {args.batch_size} examples, {cpus} CPUs, "
+    print(f"\nmodel {args.model}{f' (LoRA r = {args.lora_r})' if args.lora_r else ''}, {args.precision}, {args.steps} steps x {args.batch_size} examples, {cpus} CPUs, "
           f"best of {args.repeats}; CPU capability {torch.backends.cpu.get_cpu_capability()}; "
           f"{args.precision} matmul roof {ceiling.flops_per_s / 1e9:.0f} GFLOP/s ({cpus} threads)")
-    print("| configuration | tokens/s | vs bare loop | setup s | data wait s | wall s | padding | final loss | GFLOP/s | of roof |")
+    print(f"| configuration | tokens/s | vs bare loop | setup s | data wait s | wall s | padding | final loss | "
+          f"GFLOP/s ({'4' if args.lora_r else '6'} x params x tokens) | of roof |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for label, r, padding in results:
-        achieved, share = fraction(6.0 * params * r["tokens_per_s"], 1.0, ceiling)  # the cost model over 1 s of training
+        achieved, share = fraction(training_flops(params, r["tokens_per_s"], bool(args.lora_r)), 1.0, ceiling)  # over 1 s of training
         print(f"| {label} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / baseline:.2f}x | {r['setup_s']:.1f} | "
               f"{r['data_wait_s']:.2f} | {r['wall_s']:.1f} | {padding:.1%} | {r['final_loss']:.3f} | "
               f"{achieved / 1e9:.1f} | {share:.0%} |")
