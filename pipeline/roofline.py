@@ -96,6 +96,8 @@ def matmul_flops_per_s(dtype: str, threads: int, size: int = 2048, seconds: floa
         start = time.perf_counter()
         torch.mm(a, b, out=out)
         per_call = max(time.perf_counter() - start, 1e-6)
+        if per_call >= seconds:  # one product outlasts the budget (an emulated dtype): that one call is the rate
+            return 2.0 * size ** 3 / per_call
         calls = max(1, int(seconds / windows / per_call))
         best = 0.0
         for _ in range(windows):
@@ -141,12 +143,13 @@ BF16_MIN_ROOF_RATIO = 1.5
 def bf16_pays(threads: int) -> bool:
     """Whether bf16 matrix products on this CPU run at BF16_MIN_ROOF_RATIO x fp32's or more, by the
     cached roofs (measured once per machine, about 2 s, if not cached yet). A CPU without
-    AVX512-BF16 or AMX emulates bf16 (about 0.001x fp32): False without measuring."""
+    AVX512-BF16 or AMX, or torch running its AVX2 kernels, emulates bf16 (about 0.001x fp32):
+    False without measuring."""
     import torch
 
     native = [getattr(torch.cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    if not any(native):
-        return False
+    if not any(native) or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False  # also where torch's kernels are held to AVX2 (ATEN_CPU_CAPABILITY=avx2)
     ratio = roof("bf16", threads).flops_per_s / roof("fp32", threads).flops_per_s
     log.info("bf16 matmul roof %.2fx fp32's on this CPU (%d threads): %s", ratio, threads,
              "bf16" if ratio >= BF16_MIN_ROOF_RATIO else "fp32")

@@ -48,3 +48,25 @@ def test_a_slower_measurement_keeps_the_higher_cached_roof(tmp_path):
     assert roofline.measure_and_cache("fp32", 1, size=64, seconds=0.01, path=path).flops_per_s == 1e18
     path.write_text(json.dumps({key: {"dtype": "fp32", "threads": 1, "flops_per_s": 1.0, "size": 64, "key": key}}))
     assert roofline.measure_and_cache("fp32", 1, size=64, seconds=0.01, path=path).flops_per_s > 1.0
+
+
+def test_a_product_slower_than_the_budget_is_timed_once(monkeypatch):
+    import torch
+
+    calls = []
+    mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda *a, **kw: calls.append(1) or mm(*a, **kw))
+    assert roofline.matmul_flops_per_s("fp32", 1, size=64, seconds=0.0) > 0
+    assert len(calls) == 2  # the warm-up and one timed product, no windows (an emulated bf16 product takes a minute)
+    calls.clear()
+    roofline.matmul_flops_per_s("fp32", 1, size=64, seconds=0.01, windows=2)
+    assert len(calls) > 4
+
+
+def test_bf16_is_never_measured_where_torch_runs_avx2_kernels(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(roofline, "roof", lambda *a: pytest.fail("measured"))
+    assert roofline.bf16_pays(2) is False
