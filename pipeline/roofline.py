@@ -136,7 +136,8 @@ def roof(dtype: str, threads: int) -> Roof:
 
 #: On a CPU, bf16 trains faster than fp32 where its matmul roof is at least this many times fp32's.
 #: Measured (2 threads, docs/benchmarks.md): roof 0.43x fp32's (Intel, AVX512-BF16 without AMX)
-#: made a LoRA step 0.64x as fast; 2.2x (AMD, AVX512-BF16) made it 1.2-1.3x as fast; 6.6x (AMX).
+#: made a 1.5B LoRA step 0.64x as fast; 2.2x (AMD, AVX512-BF16) made a 1.5B LoRA fit 2.6x as fast
+#: (the 135M's 0.9-1.3x, within noise); AMX: 6.6x.
 BF16_MIN_ROOF_RATIO = 1.5
 
 

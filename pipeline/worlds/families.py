@@ -222,6 +222,7 @@ def _item(item_id: str, split: str, triple, subtask: str, facts_view, n_choices:
 
 
 def _view(facts: list[dict], trees: list[list[str]]):
+    """What an item is made from: every true triple (-> its fact ids), each person's gender and tree."""
     gender = {f["subject"]: f["object"] for f in facts if f["relation"] == "gender"}
     return derive(facts), gender, {name: members for members in trees for name in members}
 
