@@ -157,9 +157,10 @@ def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], items: li
             without.append(world)
             continue
         mine = [f for f in facts if f["world"] == world]
-        rows += oracle_docs(world, module, mine, [d for d in train if d["world"] == world])
+        made = oracle_docs(world, module, mine, [d for d in train if d["world"] == world])
         if cfg.augment.oracle_max_per_world is not None:
-            asked |= asked_rows([r for r in rows if r["world"] == world], module, mine, [i for i in items if i["world"] == world])
+            asked |= asked_rows(made, module, mine, [i for i in items if i["world"] == world])
+        rows += made
     rows, counts = dedupe_oracle(rows, index)
     return cap_per_world(rows, cfg.augment.oracle_max_per_world, cfg.seed, asked), counts, without
 

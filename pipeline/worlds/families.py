@@ -91,8 +91,9 @@ def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
                 fact_ids += [f["fact_id"], g["fact_id"]]
             docs.append({"doc_id": f"{WORLD}/d{len(docs):05d}", "world": WORLD, "origin": "train",
                          "text": " ".join(sentences), "facts": list(dict.fromkeys(fact_ids))})
-    items, candidates, used = _items(cfg, facts, trees, rng)
-    return docs, balance_answers(items, rng) + _validation(cfg, facts, trees, candidates, used, seed), facts
+    view = _view(facts, trees)
+    items, candidates, used = _items(cfg, facts, view, rng)
+    return docs, balance_answers(items, rng) + _validation(cfg, view, candidates, used, seed), facts
 
 
 def _fact(i: int, s: str, r: str, o: str) -> dict:
@@ -195,10 +196,9 @@ def parse(text: str, facts: list[dict]) -> list[tuple[str, str, str]] | None:
 # ------------------------------------------------------------------ test items
 
 
-def _candidates(facts: list[dict]) -> dict[str, list[tuple[tuple[str, str, str], str]]]:
+def _candidates(facts: list[dict], derived: dict) -> dict[str, list[tuple[tuple[str, str, str], str]]]:
     """Per split, the askable triples with their sub-task: reversal, the unstated direction of a
     stated link; composition, a derived relation of two or more links."""
-    derived = derive(facts)
     stated = {(f["subject"], f["relation"], f["object"]) for f in facts}
     candidates: dict[str, list] = {"reversal": [], "composition": []}
     for (a, r, b) in sorted(derived):
@@ -227,10 +227,9 @@ def _view(facts: list[dict], trees: list[list[str]]):
     return derive(facts), gender, {name: members for members in trees for name in members}
 
 
-def _items(cfg, facts: list[dict], trees: list[list[str]], rng: random.Random):
+def _items(cfg, facts: list[dict], view, rng: random.Random):
     """The test items, every split's candidates, and the triples the test items ask."""
-    view = _view(facts, trees)
-    candidates = _candidates(facts)
+    candidates = _candidates(facts, view[0])
     items, used = [], {}
     for split in SPLITS:
         chosen = sample_evenly(candidates[split], lambda c: c[1], cfg.items_per_split, rng)
@@ -240,7 +239,7 @@ def _items(cfg, facts: list[dict], trees: list[list[str]], rng: random.Random):
     return items, candidates, used
 
 
-def _validation(cfg, facts, trees, candidates, used, seed: int) -> list[dict]:
+def _validation(cfg, view, candidates, used, seed: int) -> list[dict]:
     """Validation items: per split, `validation_items` of the candidates no test item asks, in
     either direction (a test item asking "Glon is the grandson of Femp" rules out "Femp is the
     grandmother of Glon"), or as many as are left, sampled evenly over sub-tasks like the test
@@ -249,7 +248,6 @@ def _validation(cfg, facts, trees, candidates, used, seed: int) -> list[dict]:
     if not cfg.validation_items:
         return []
     rng = random.Random(f"{WORLD}:validation:{seed}")
-    view = _view(facts, trees)
     asked = {t for ts in used.values() for t in ts}
     asked |= {(b, INVERSE[r], a) for a, r, b in asked}
     items, short = [], []
