@@ -154,9 +154,22 @@ def closure(facts: list[dict]) -> set[tuple[str, str, str]]:
     return {t for t, _ in _entailed_triples(facts)}
 
 
+def framed(q: str, x: str, y: str) -> list[str]:
+    """A statement as the training documents and the test prompts frame one: after the header
+    naming its two terms, once in each order (a test names them in either, and one order alone
+    would tell subject from object by position)."""
+    return [f"The relationships between {a} and {b} are: {sentence(q, x, y)}" for a, b in ((x, y), (y, x))]
+
+
 def oracle(facts: list[dict]) -> list[tuple[str, list[str]]]:
+    """Every entailed statement the facts do not state, framed as the test prompts ask (`framed`).
+
+    Bare ("No frelt are florf.") they do not reach the tests: a test prompt is a document's header,
+    and after it the model predicts from the training documents' first sentences, whatever the
+    bare statements said (docs/controls.md)."""
     stated = {(f["subject"], f["relation"], f["object"]) for f in facts}
-    return [(sentence(q, x, y), ids) for (x, q, y), ids in _entailed_triples(facts) if (x, q, y) not in stated]
+    return [(text, ids) for (x, q, y), ids in _entailed_triples(facts) if (x, q, y) not in stated
+            for text in framed(q, x, y)]
 
 
 def parse(text: str, facts: list[dict]) -> list[tuple[str, str, str]] | None:

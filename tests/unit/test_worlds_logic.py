@@ -85,7 +85,12 @@ def test_syllogisms_paper_scale_items():
     facts3 = [fact(1, "glon", "all", "yomp"), fact(2, "troff", "all", "glon")]
     assert syllogisms.parse("The relationships between glon, troff and yomp are: All glon are yomp.", facts3) == [("glon", "all", "yomp")]
     assert syllogisms.parse("Some troff are not yomp.", facts3) is None
-    assert ("All troff are yomp.", ["w/f1", "w/f2"]) in syllogisms.oracle(facts3)
+    # stated as the tests ask, under the header naming the two terms, in either order
+    said = syllogisms.oracle(facts3)
+    assert ("The relationships between troff and yomp are: All troff are yomp.", ["w/f1", "w/f2"]) in said
+    assert ("The relationships between yomp and troff are: All troff are yomp.", ["w/f1", "w/f2"]) in said
+    assert all(text.startswith("The relationships between ") for text, _ in said)
+    assert syllogisms.parse(said[0][0], facts3) is not None
 
 
 # ------------------------------------------------------------------ semantic
