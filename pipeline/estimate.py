@@ -6,8 +6,9 @@ augment will generate (at most their `max_new_tokens` each), every fit's step pl
 documents exactly, local and global augmentations at their caps), and the tokens each condition
 scores. Work becomes time through this machine's matmul roof in the dtype the stage computes in
 (`pipeline.roofline`: measured once per machine and cached, about 3 s the first time) times the
-share of that roof the stage reached in measured runs (`SHARE`), plus fixed costs per stage and
-per fit (`FIXED_S`). docs/results.md compares estimate and measurement.
+share of that roof the stage reached in measured runs (`SHARE`, `TRAIN_MATMUL_SHARE`), plus a
+cost per trained weight and optimizer step (`PARAM_STEP_S`) and fixed costs per stage and per
+fit (`FIXED_S`). docs/results.md compares estimate and measurement.
 
 Only for a run on one machine (a local Ray cluster); on a cluster the work runs elsewhere.
 """
@@ -18,19 +19,29 @@ import math
 import os
 from dataclasses import dataclass, field
 
-#: Share of the matmul roof reached at the demo's shapes, per (stage, dtype): training (6 x params
-#: x padded tokens per step, the optimizer's own time included), scoring (2 x params x the data
-#: summary's split tokens, per condition) and generation (2 x params x (prompt tokens + batch x
-#: new tokens)). Measured on 2-core machines: docs/results.md, "The run-time estimate". Where a
-#: dtype was not measured for a stage, the stage is estimated at its fp32 rate.
-SHARE = {("train", "bf16"): 0.035, ("train", "fp32"): 0.24, ("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
+#: Share of the matmul roof reached at the demo's shapes, per (stage, dtype): scoring (2 x params
+#: x the data summary's split tokens, per condition) and generation (2 x params x (prompt tokens +
+#: batch x new tokens)). Measured on 2-core machines: docs/results.md, "The run-time estimate".
+#: Where a dtype was not measured for a stage, the stage is estimated at its fp32 rate.
+SHARE = {("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
+#: Training has two parts: its matrix products (6 x params x tokens, 4 x for LoRA) at this share
+#: of the roof in the training dtype, and per optimizer step a cost per trained weight that does
+#: not grow with the tokens (the optimizer's update, zeroing, accumulating and clipping gradients,
+#: bf16 casts): memory traffic, which a faster matmul unit does not shorten. A LoRA fit trains
+#: under 1% of the weights, so its second part is left out. One share of the roof for the whole
+#: step, fitted to a full fine-tuning in bf16 on AMX, made a bf16 LoRA fit without AMX 14x too slow.
+TRAIN_MATMUL_SHARE = 0.5
+PARAM_STEP_S = {"fp32": 4.5e-9, "bf16": 6e-9}
 #: Seconds each stage spends outside its matrix products (actors, model loads), and per fit (Ray
 #: Train's start, DeepSpeed's engine, export).
 FIXED_S = {"augment": 20.0, "evaluate": 5.0, "fit": 25.0}
 
 
 def rate(stage: str, dtype: str, roof_flops: dict[str, float]) -> float:
-    """FLOP/s a stage is expected to reach in `dtype` here (its fp32 rate where `dtype` is unmeasured)."""
+    """FLOP/s a stage's matrix products are expected to reach in `dtype` here (for evaluate and
+    augment, their fp32 rate where `dtype` is unmeasured)."""
+    if stage == "train":
+        return roof_flops[dtype] * TRAIN_MATMUL_SHARE
     key = (stage, dtype) if (stage, dtype) in SHARE else (stage, "fp32")
     return roof_flops[key[1]] * SHARE[key]
 
@@ -60,8 +71,11 @@ def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dt
         flops = sum(inference_flops(p, prompt + new * batch) for prompt, new, batch in work.generate_batches)
         out["augment"] = FIXED_S["augment"] + flops / rate("augment", gen_dtype, roof_flops)
     if work.fits:
+        steps = sum(s for s, _ in work.fits.values())
         tokens = sum(t for _, t in work.fits.values())
-        out["train"] = FIXED_S["fit"] * len(work.fits) + training_flops(p, tokens, work.lora) / rate("train", train_dtype, roof_flops)
+        per_weight = 0.0 if work.lora else steps * p * PARAM_STEP_S[train_dtype]
+        out["train"] = (FIXED_S["fit"] * len(work.fits) + per_weight
+                        + training_flops(p, tokens, work.lora) / rate("train", train_dtype, roof_flops))
     if work.scored_tokens:
         out["evaluate"] = FIXED_S["evaluate"] + inference_flops(p, work.scored_tokens) / rate("evaluate", score_dtype, roof_flops)
     return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.estimate import FIXED_S, Work, rate, seconds
+from pipeline.estimate import FIXED_S, PARAM_STEP_S, TRAIN_MATMUL_SHARE, Work, rate, seconds
 
 
 def test_each_stage_is_its_fixed_cost_plus_its_flops_at_its_share_of_the_roof():
@@ -15,18 +15,28 @@ def test_each_stage_is_its_fixed_cost_plus_its_flops_at_its_share_of_the_roof():
     roofs = {"fp32": 1e9, "bf16": 4e9}
     est = seconds(work, roofs, train_dtype="bf16", score_dtype="fp32", gen_dtype="fp32")
     assert est["augment"] == pytest.approx(FIXED_S["augment"] + 2e6 * (100 + 10 * 4) / rate("augment", "fp32", roofs))
-    assert est["train"] == pytest.approx(2 * FIXED_S["fit"] + 6e6 * 5_000 / rate("train", "bf16", roofs))
+    per_weight = 13 * 1_000_000 * PARAM_STEP_S["bf16"]  # 13 optimizer steps over a million weights
+    assert est["train"] == pytest.approx(2 * FIXED_S["fit"] + per_weight + 6e6 * 5_000 / (4e9 * TRAIN_MATMUL_SHARE))
     assert est["evaluate"] == pytest.approx(FIXED_S["evaluate"] + 2e6 * 10_000 / rate("evaluate", "fp32", roofs))
     faster = seconds(work, {"fp32": 2e9, "bf16": 8e9}, "bf16", "fp32", "fp32")
-    for stage in est:  # twice the roof: the variable part halves, the fixed part stays
-        fixed = 2 * FIXED_S["fit"] if stage == "train" else FIXED_S[stage]
+    for stage in est:  # twice the roof: the matrix products' part halves; the fixed and per-weight parts stay
+        fixed = 2 * FIXED_S["fit"] + per_weight if stage == "train" else FIXED_S[stage]
         assert faster[stage] - fixed == pytest.approx((est[stage] - fixed) / 2)
+
+
+def test_a_lora_fit_costs_its_matrix_products_only_at_four_flops_per_weight_and_token():
+    full = Work(params=1_000_000, fits={"ft": (10, 4_000)})
+    lora = Work(params=1_000_000, fits={"ft": (10, 4_000)}, lora=True)
+    roofs = {"fp32": 1e9}
+    assert seconds(lora, roofs, "fp32", "fp32", "fp32")["train"] == pytest.approx(FIXED_S["fit"] + 4e6 * 4_000 / (1e9 * TRAIN_MATMUL_SHARE))
+    assert seconds(full, roofs, "fp32", "fp32", "fp32")["train"] == pytest.approx(
+        FIXED_S["fit"] + 10 * 1_000_000 * PARAM_STEP_S["fp32"] + 6e6 * 4_000 / (1e9 * TRAIN_MATMUL_SHARE))
 
 
 def test_a_dtype_not_measured_for_a_stage_is_estimated_at_its_fp32_rate():
     roofs = {"fp32": 1e9, "bf16": 8e9}
     assert rate("evaluate", "bf16", roofs) == rate("evaluate", "fp32", roofs) < roofs["fp32"]
-    assert rate("train", "bf16", roofs) != rate("train", "fp32", roofs)  # training was measured in both
+    assert rate("train", "bf16", roofs) == 8 * rate("train", "fp32", roofs)  # training's products run in its dtype
 
 
 def test_a_stage_without_work_is_not_estimated():
