@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 #: batch x new tokens)). Measured on 2-core machines: docs/results.md, "The run-time estimate".
 #: Where a dtype was not measured for a stage, the stage is estimated at its fp32 rate.
 SHARE = {("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
-#: Training has two parts: its matrix products (6 x params x tokens, 4 x for LoRA) at this share
-#: of the roof in the training dtype, and per optimizer step a cost per trained weight that does
-#: not grow with the tokens (the optimizer's update, zeroing, accumulating and clipping gradients,
-#: bf16 casts): memory traffic, which a faster matmul unit does not shorten. A LoRA fit trains
-#: under 1% of the weights, so its second part is left out. One share of the roof for the whole
-#: step, fitted to a full fine-tuning in bf16 on AMX, made a bf16 LoRA fit without AMX 14x too slow.
+#: Training has two parts, both fitted to measured fits (docs/results.md): its matrix products (6 x
+#: params x tokens, 4 x for LoRA) at this share of the roof in the training dtype, and per
+#: optimizer step a cost per trained weight that a faster matmul unit does not shorten (the
+#: optimizer's update, zeroing and clipping gradients, bf16 casts, element-wise work, the Ray
+#: worker's share of the cores). A LoRA fit trains under 1% of the weights, so its second part is
+#: left out. One share of the roof for the whole step, fitted to a full fine-tuning in bf16 on
+#: AMX, made a bf16 LoRA fit without AMX 14x too slow.
 TRAIN_MATMUL_SHARE = 0.5
 PARAM_STEP_S = {"fp32": 4.5e-9, "bf16": 6e-9}
 #: Seconds each stage spends outside its matrix products (actors, model loads), and per fit (Ray
