@@ -30,7 +30,7 @@ SHARE = {("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
 #: optimizer's update, zeroing and clipping gradients, bf16 casts, element-wise work, the Ray
 #: worker's share of the cores). A LoRA fit trains under 1% of the weights, so its second part is
 #: left out. One share of the roof for the whole step, fitted to a full fine-tuning in bf16 on
-#: AMX, made a bf16 LoRA fit without AMX 14x too slow.
+#: AMX, made a bf16 LoRA fit without AMX 15x too slow.
 TRAIN_MATMUL_SHARE = 0.5
 PARAM_STEP_S = {"fp32": 4.5e-9, "bf16": 6e-9}
 #: Seconds each stage spends outside its matrix products (actors, model loads), and per fit (Ray
