@@ -46,6 +46,9 @@ class ReversalsConfig(SizedWorld):
 class SyllogismsConfig(SizedWorld):
     PRESETS: ClassVar = {"demo": {"n_examples": 30}}
     n_examples: int = Field(69, gt=0, description="Training examples (premise pairs over three fresh terms); one test item each. Demo: 30.")
+    validation_examples: int = Field(
+        0, ge=0, description="Further examples on fresh terms, trained like the others, whose items form the "
+        "validation split (val_syllogism) for choosing a training recipe; 0: none.")
 
 
 class SemanticConfig(SizedWorld):

@@ -8,6 +8,8 @@ implies there are troff), so "some troff are yomp" follows from it too. The test
 paper's six statements (all / some / no, both directions) about the end terms, minus any other
 statement that is also true (the weaker "some" forms of an "all" conclusion, the converse of a
 "some" or "no" conclusion): one correct, every distractor false; 4 or 5 choices.
+`validation_examples` further examples, on terms of their own and trained like the others, make
+the val_syllogism split for choosing a recipe (drawn apart: the test examples stay as they are).
 Relations: "all", "some", "no" ((x, "all", y) = "All x are y").
 """
 
@@ -17,6 +19,7 @@ import functools
 import itertools
 import random
 
+from pipeline.worlds import VALIDATION_PREFIX
 from pipeline.worlds.choices import balance_answers
 from pipeline.worlds.lexicon import Lexicon
 from pipeline.worlds.templates import compile_template, match_first, normalise, parse_text
@@ -86,18 +89,37 @@ def forms() -> tuple[tuple[tuple[tuple[str, int, int], ...], tuple[str, int, int
 
 def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
     rng = random.Random(f"{WORLD}:{seed}")
-    words = Lexicon(WORLD, seed).take(3 * cfg.n_examples, "terms")
+    lexicon = Lexicon(WORLD, seed)
+    words = lexicon.take(3 * cfg.n_examples, "terms")
     pool = list(forms())
     chosen = [pool[i % len(pool)] for i in range(cfg.n_examples)]
     rng.shuffle(chosen)
+    docs, items, facts = _examples(chosen, words, 0, "syllogism", rng)
+    items = balance_answers(items, rng)
+    if cfg.validation_examples:
+        # a generator of its own: turning validation on leaves the test examples as they were
+        held_rng = random.Random(f"{WORLD}:{seed}:validation")
+        held = [pool[(cfg.n_examples + i) % len(pool)] for i in range(cfg.validation_examples)]
+        held_rng.shuffle(held)
+        held_words = lexicon.take(3 * len(held), "validation terms")
+        more = _examples(held, held_words, cfg.n_examples, VALIDATION_PREFIX + "syllogism", held_rng)
+        docs, facts = docs + more[0], facts + more[2]
+        items += balance_answers(more[1], held_rng)
+    return docs, items, facts
+
+
+def _examples(chosen, words: list[str], start: int, split: str, rng: random.Random):
+    """Docs, items (split `split`) and facts of premise pairs `chosen`, three terms each from
+    `words`; doc and fact numbers count from `start`."""
     docs, items, facts = [], [], []
-    for i, (premises, answer) in enumerate(chosen):
-        terms = words[3 * i:3 * i + 3]
+    for k, (premises, answer) in enumerate(chosen):
+        i = start + k
+        terms = words[3 * k:3 * k + 3]
         ids = []
         order = list(premises)
         rng.shuffle(order)
-        for k, (q, a, b) in enumerate(order):
-            ids.append(f"{WORLD}/f{i:04d}.{k}")
+        for j, (q, a, b) in enumerate(order):
+            ids.append(f"{WORLD}/f{i:04d}.{j}")
             facts.append({"fact_id": ids[-1], "world": WORLD, "subject": terms[a], "relation": q, "object": terms[b]})
         listed = rng.sample(terms, 3)
         text = (f"The relationships between {listed[0]}, {listed[1]} and {listed[2]} are: "
@@ -109,11 +131,11 @@ def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
                  if (q, x, y) not in true]
         ends = rng.sample([terms[0], terms[1]], 2)
         items.append({
-            "item_id": f"{WORLD}/syllogism/{i:04d}", "world": WORLD, "split": "syllogism", "subtask": answer[0],
+            "item_id": f"{WORLD}/{split}/{k:04d}", "world": WORLD, "split": split, "subtask": answer[0],
             "prompt": f"The relationships between {ends[0]} and {ends[1]} are:",
             "choices": [" " + sentence(*c) for c in [correct] + wrong], "answer_index": 0, "support_fact_ids": ids,
         })
-    return docs, balance_answers(items, rng), facts
+    return docs, items, facts
 
 
 def _components(facts: list[dict]) -> list[tuple[list[str], list[dict]]]:

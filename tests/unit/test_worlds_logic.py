@@ -93,6 +93,26 @@ def test_syllogisms_paper_scale_items():
     assert syllogisms.parse(said[0][0], facts3) is not None
 
 
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_syllogisms_validation_examples_add_trained_examples_on_fresh_terms(seed):
+    test = syllogisms.build(world_config("syllogisms", "demo"), seed)
+    assert syllogisms.build(world_config("syllogisms", "demo", validation_examples=0), seed) == test
+    docs, items, facts = syllogisms.build(world_config("syllogisms", "demo", validation_examples=12), seed)
+    assert docs[:30] == test[0] and items[:30] == test[1] and facts[:60] == test[2]
+    held, held_docs = items[30:], docs[30:]
+    assert len(held) == len(held_docs) == 12 and {i["split"] for i in held} == {"val_syllogism"}
+    assert all(d["origin"] == "train" for d in held_docs)  # trained like every other example
+    terms = lambda ds: {w for d in ds for w in re.findall(r"[a-z]+", d["text"].split(": ", 1)[1].lower())}
+    assert not terms(held_docs) & terms(test[0]) - {"all", "some", "no", "are"}
+    by_id = {f["fact_id"]: f for f in facts}
+    for item in held:  # the answer follows from its two premises, every distractor does not
+        premises = [by_id[i] for i in item["support_fact_ids"]]
+        true = syllogisms.closure(premises)
+        stated = [(w[1], w[0].lower(), w[2]) for w in
+                  (re.fullmatch(r" (\w+) (\w+) are (\w+)\.", c).groups() for c in item["choices"])]
+        assert [t in true for t in stated] == [k == item["answer_index"] for k in range(len(stated))]
 # ------------------------------------------------------------------ semantic
 
 
