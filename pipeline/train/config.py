@@ -37,6 +37,11 @@ class TrainConfig(Section):
     sentence_split: Literal["independent", "cumulative", "none"] = Field(
         "independent", description="How a multi-sentence document becomes training examples."
     )
+    oracle_min_copies: int = Field(
+        1, gt=0,
+        description="FT+oracle: each oracle document is trained as often as the training documents "
+        "state the least-stated fact it derives from, and at least this many times per epoch.",
+    )
     # ------------------------------------------------------------------ optimisation
     lr: float = Field(3e-4, gt=0, description="Peak learning rate (AdamW).")
     batch_size: int = Field(8, gt=0, description="Global batch size in examples (split evenly over the workers).")

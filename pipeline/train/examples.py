@@ -2,9 +2,11 @@
 
 A condition trains on the origin "train" docs plus the augmented docs of its strategies
 (`FT_STRATEGIES`). An oracle doc is trained as often as the training docs state the facts it
-derives from (`oracle_copies`): a reversal of a fact stated in three articles is seen three times
-per epoch, as the fact is; stated once, the model learns that the words co-occur, not which way
-round the statement goes (docs/controls.md). Every doc is split into sentences with `pipeline.sentences.split_doc`
+derives from (`oracle_copies`), and at least `train.oracle_min_copies` times: a reversal of a fact
+stated in three articles is seen three times per epoch, as the fact is; stated once, the model
+learns that the words co-occur, not which way round the statement goes; a syllogism's conclusion,
+from two premises stated once each, is not learned once per epoch in a fit of five worlds
+(docs/controls.md). Every doc is split into sentences with `pipeline.sentences.split_doc`
 (independent / cumulative / none), except prompt/completion docs (`completion_start > 0`), which
 stay whole and train on the completion only. The loss goes on the target tokens: context tokens
 get the label -100. No special tokens are added, so an example is tokenized exactly as the
@@ -49,8 +51,9 @@ class TokenizedExample:
         return len(self.input_ids)
 
 
-def condition_docs(condition: str, train_docs: list[dict], augmented_docs: list[dict]) -> list[dict]:
-    """The docs a condition trains on: every origin "train" doc, then its strategies' augmentations.
+def condition_docs(condition: str, train_docs: list[dict], augmented_docs: list[dict], min_copies: int = 1) -> list[dict]:
+    """The docs a condition trains on: every origin "train" doc, then its strategies' augmentations,
+    oracle docs `oracle_copies` times each.
 
     A strategy may have produced no usable sentence (a weak generator; the audit counts why): the
     condition then trains on the original docs alone, and the stage says so.
@@ -61,13 +64,13 @@ def condition_docs(condition: str, train_docs: list[dict], augmented_docs: list[
     origins = {f"augment:{s}" for s in FT_STRATEGIES[condition]}
     stated = Counter(f for d in docs for f in d.get("facts") or ())
     return docs + [d for d in augmented_docs if d["origin"] in origins
-                   for _ in range(oracle_copies(d, stated) if d["origin"] == ORACLE else 1)]
+                   for _ in range(oracle_copies(d, stated, min_copies) if d["origin"] == ORACLE else 1)]
 
 
-def oracle_copies(doc: dict, stated: Counter) -> int:
+def oracle_copies(doc: dict, stated: Counter, min_copies: int = 1) -> int:
     """How often an oracle doc is trained: as often as the least-stated fact it derives from
-    (`stated`: fact id -> training docs stating it), and at least once."""
-    return max(1, min((stated[f] for f in doc.get("facts") or ()), default=1))
+    (`stated`: fact id -> training docs stating it), and at least `min_copies` times."""
+    return max(min_copies, min((stated[f] for f in doc.get("facts") or ()), default=1))
 
 
 def doc_examples(doc: dict, mode: SplitMode) -> list[Example]:

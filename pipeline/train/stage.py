@@ -103,7 +103,7 @@ def prepare(condition: str, cfg: RunConfig, train_docs, extra_docs, tokenizer, m
     train = cfg.train
     if not any(d["origin"] == "train" for d in train_docs):
         raise TrainInputError(f"condition {condition!r}: no training docs (origin 'train') in data/docs.parquet")
-    docs = condition_docs(condition, train_docs, extra_docs)
+    docs = condition_docs(condition, train_docs, extra_docs, train.oracle_min_copies)
     examples = tokenize_examples(build_examples(docs, train.sentence_split), tokenizer, max_length)
     try:
         plan = plan_steps([len(e) for e in examples], train.batch_size, train.num_workers, train.epochs,

@@ -14,6 +14,7 @@ from pipeline.records import Doc, write_records
 from pipeline.runs import Run
 from pipeline.stages import record_done
 from pipeline.train import stage
+from pipeline.train.examples import build_examples
 
 WORDS = ["femp", "glon", "yomp", "troff", "zept", "telk", "brix", "quor", "dask", "vimp", "sarn", "plob"]
 DOCS = [
@@ -114,3 +115,19 @@ def test_stage_writes_complete_model_folders_and_skips_them_on_rerun(ray_cluster
     assert not stage.reusable(folder, stage.training_record(reseeded, stage.prepare("ft", reseeded, DOCS, [], load_tokenizer("tiny-random"), 512), record["base_model_path"]))
     fewer = stage.prepare("ft", cfg, DOCS[1:], [], load_tokenizer("tiny-random"), 512)
     assert not stage.reusable(folder, stage.training_record(cfg, fewer, record["base_model_path"]))
+
+
+def test_oracle_min_copies_sets_how_often_the_fit_sees_an_oracle_doc(tmp_path):
+    """`train.oracle_min_copies` reaches the fit's examples (and so its fingerprint and steps)."""
+    from pipeline.models import load_tokenizer
+
+    oracle = [{"doc_id": "o1", "world": "reversals", "origin": "augment:oracle", "facts": [],
+               "text": "The glon are less dangerous than the femp."}]
+    tok = load_tokenizer("tiny-random")
+    prepared = {}
+    for copies in (1, 3):
+        cfg, _ = make_run(tmp_path / str(copies), conditions=["ft+oracle"], train={"oracle_min_copies": copies})
+        prepared[copies] = stage.prepare("ft+oracle", cfg, DOCS, oracle, tok, 512)
+    plain = len(build_examples(DOCS, "independent"))
+    assert (prepared[1].examples, prepared[3].examples) == (plain + 1, plain + 3)
+    assert prepared[1].fingerprint != prepared[3].fingerprint

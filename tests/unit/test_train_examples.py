@@ -53,6 +53,10 @@ def test_oracle_docs_are_trained_as_often_as_the_facts_they_derive_from():
     assert got == {"t1": 1, "t2": 1, "t3": 1, "t4": 1, "o1": 3, "o2": 1, "o3": 1, "o4": 1}
     # other strategies' docs are trained once, whatever facts they cite
     assert Counter(d["doc_id"] for d in condition_docs("ft+local", train, oracle + local))["l1"] == 1
+    # train.oracle_min_copies raises the floor for every oracle doc, and only for oracle docs
+    floor = Counter(d["doc_id"] for d in condition_docs("ft+oracle", train, oracle + local, min_copies=2))
+    assert floor == {"t1": 1, "t2": 1, "t3": 1, "t4": 1, "o1": 3, "o2": 2, "o3": 2, "o4": 2}
+    assert Counter(d["doc_id"] for d in condition_docs("ft+local", train, oracle + local, min_copies=4))["l1"] == 1
 
 
 def test_sentence_split_modes_and_prompt_completion_docs():
