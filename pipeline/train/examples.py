@@ -4,9 +4,7 @@ A condition trains on the origin "train" docs plus the augmented docs of its str
 (`FT_STRATEGIES`). An oracle doc is trained as often as the training docs state the facts it
 derives from (`oracle_copies`), and at least `train.oracle_min_copies` times: a reversal of a fact
 stated in three articles is seen three times per epoch, as the fact is; stated once, the model
-learns that the words co-occur, not which way round the statement goes; a syllogism's conclusion,
-from two premises stated once each, is not learned once per epoch in a fit of five worlds
-(docs/controls.md). Every doc is split into sentences with `pipeline.sentences.split_doc`
+learns that the words co-occur, not which way round the statement goes (docs/controls.md). Every doc is split into sentences with `pipeline.sentences.split_doc`
 (independent / cumulative / none), except prompt/completion docs (`completion_start > 0`), which
 stay whole and train on the completion only. The loss goes on the target tokens: context tokens
 get the label -100. No special tokens are added, so an example is tokenized exactly as the
