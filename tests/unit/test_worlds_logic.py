@@ -113,6 +113,8 @@ def test_syllogisms_validation_examples_add_trained_examples_on_fresh_terms(seed
         stated = [(w[1], w[0].lower(), w[2]) for w in
                   (re.fullmatch(r" (\w+) (\w+) are (\w+)\.", c).groups() for c in item["choices"])]
         assert [t in true for t in stated] == [k == item["answer_index"] for k in range(len(stated))]
+    with pytest.raises(WorldError, match=r"nonsense words for data\.syllogisms\.validation_examples"):
+        syllogisms.build(world_config("syllogisms", "demo", validation_examples=5000), seed)
 # ------------------------------------------------------------------ semantic
 
 
