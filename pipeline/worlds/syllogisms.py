@@ -102,7 +102,8 @@ def build(cfg, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
         held = [pool[(cfg.n_examples + i) % len(pool)] for i in range(cfg.validation_examples)]
         held_rng.shuffle(held)
         held_words = lexicon.take(3 * len(held), "data.syllogisms.validation_examples")
-        held_docs, held_items, held_facts = _examples(held, held_words, cfg.n_examples, VALIDATION_PREFIX + "syllogism", held_rng)
+        held_docs, held_items, held_facts = _examples(
+            held, held_words, cfg.n_examples, VALIDATION_PREFIX + "syllogism", held_rng)
         docs, facts = docs + held_docs, facts + held_facts
         items += balance_answers(held_items, held_rng)
     return docs, items, facts
