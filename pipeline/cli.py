@@ -102,7 +102,7 @@ def log_estimate(cfg, run: Run, later: list[str], force: bool) -> None:
     memo: dict = {}
     try:
         todo = [n for n in later if force or stage_state(n, cfg, run, memo)[0] != "done"]
-        line = estimate_line(cfg, run, todo)
+        line = estimate_line(cfg, run, todo, reuse=not force and "augment" not in todo)
     except Exception as err:  # noqa: BLE001 - a failed estimate must not fail the run
         log.warning(f"no time estimate: {type(err).__name__}: {err}")
         return

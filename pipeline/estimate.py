@@ -82,8 +82,10 @@ def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dt
     return out
 
 
-def plan_work(cfg, run) -> Work:
-    """The work of augment, train and evaluate, planned from the data stage's outputs."""
+def plan_work(cfg, run, reuse: bool = False) -> Work:
+    """The work of augment, train and evaluate, planned from the data stage's outputs. `reuse`:
+    the augment stage's outputs are current and the run is not forced, so the fits are planned on
+    the real augmentations, and those whose model folders the train stage will reuse are left out."""
     from pipeline.augment.plan import plan_global, plan_local
     from pipeline.augment.postprocess import training_index
     from pipeline.augment.prompts import PromptFormat
@@ -92,7 +94,7 @@ def plan_work(cfg, run) -> Work:
     from pipeline.models import context_window, load_tokenizer, local_model_folder
     from pipeline.records import Doc, Fact, Item, read_records
     from pipeline.report.inputs import parameter_count
-    from pipeline.train.stage import prepare
+    from pipeline.train.stage import augmented_docs, prepare, reusable, training_record
 
     docs = read_records(run.path("data", "docs.parquet"), Doc)
     facts = read_records(run.path("data", "facts.parquet"), Fact)
@@ -101,7 +103,9 @@ def plan_work(cfg, run) -> Work:
     aug = cfg.augment
     strategies = cfg.strategies()
     extra: list[dict] = []
-    if {"local", "global"} & set(strategies):
+    if reuse:
+        extra = augmented_docs(cfg, run)
+    elif {"local", "global"} & set(strategies):
         fmt = PromptFormat(load_tokenizer(aug.generator))
         window = context_window(aug.generator)
         for strategy, planner in (("local", plan_local), ("global", plan_global)):
@@ -119,7 +123,7 @@ def plan_work(cfg, run) -> Work:
             extra += [{"doc_id": f"{r['request_id']}/{k}", "world": r["world"], "origin": f"augment:{strategy}",
                        "text": " ".join(["word"] * (r["max_new_tokens"] // lines))}
                       for r in requests for k in range(lines)]
-    if "oracle" in strategies:
+    if "oracle" in strategies and not reuse:
         items = read_records(run.path("data", "items.parquet"), Item)
         extra += build_oracle(cfg, train, facts, items, training_index(train))[0]
     tokenizer = load_tokenizer(cfg.model)
@@ -129,6 +133,8 @@ def plan_work(cfg, run) -> Work:
         needs = set(FT_STRATEGIES[condition])
         prepared = prepare(condition, cfg, train, [d for d in extra if d["origin"].removeprefix("augment:") in needs],
                            tokenizer, window)
+        if reuse and reusable(run.path("models", condition), training_record(cfg, prepared, local_model_folder(cfg.model))):
+            continue
         if prepared.fingerprint not in fingerprints:
             fingerprints.add(prepared.fingerprint)
             work.fits[condition] = (prepared.steps, sum(len(r["input_ids"]) for r in prepared.rows))
@@ -140,16 +146,16 @@ def plan_work(cfg, run) -> Work:
     return work
 
 
-def estimate_line(cfg, run, stages: list[str]) -> str | None:
+def estimate_line(cfg, run, stages: list[str], reuse: bool = False) -> str | None:
     """The log line for those of `stages` that have work: per stage and in total; None where
-    there is nothing to estimate."""
+    there is nothing to estimate. `reuse`: as `plan_work`'s."""
     from pipeline.report.cost import short_dtype
     from pipeline.roofline import roof
     from pipeline.train.engine import use_bf16
 
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
         return None  # a cluster: the work runs on other machines
-    work = plan_work(cfg, run)
+    work = plan_work(cfg, run, reuse)
     threads = os.cpu_count() or 1
     train_dtype = "bf16" if use_bf16(cfg.train) else "fp32"
     dtypes = {"fp32", train_dtype, short_dtype(cfg.model.dtype), short_dtype(cfg.augment.generator.dtype)}

@@ -87,3 +87,38 @@ def test_an_estimate_that_cannot_be_made_is_a_warning_and_the_run_goes_on(tmp_pa
         log_estimate(cfg, run, ["augment", "train", "evaluate", "report"], force=False)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and warnings[0].startswith("no time estimate: ") and "docs.parquet" in warnings[0], warnings
+
+
+def test_a_resumed_run_leaves_out_the_fits_the_train_stage_will_reuse(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.estimate import plan_work
+    from pipeline.models import context_window, load_tokenizer, local_model_folder
+    from pipeline.records import Doc, read_records
+    from pipeline.runs import Run
+    from pipeline.stages import run_stage
+    from pipeline.train.export import finalize
+    from pipeline.train.stage import prepare, training_record
+
+    smoke = str(Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml")
+    overrides = [f"output_dir={tmp_path}", "conditions=[base,ft,ft+oracle]", "train.max_steps=null"]
+    cfg = load_config(smoke, overrides)
+    run = Run.of(cfg)
+    run.save_config(cfg)
+    run_stage("data", cfg, run)
+    run_stage("augment", cfg, run)
+    docs = read_records(run.path("data", "docs.parquet"), Doc)
+    augmented = read_records(run.path("augment", "augmented.parquet"), Doc)
+    tokenizer = load_tokenizer(cfg.model)
+    ft = prepare("ft", cfg, docs, augmented, tokenizer, context_window(cfg.model))
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    (exported / "model.safetensors").write_bytes(b"weights")
+    # a complete model folder for ft, with the record the train stage writes for this config and data
+    finalize(exported, run.path("models", "ft"), tokenizer, training_record(cfg, ft, local_model_folder(cfg.model)))
+
+    resumed = plan_work(cfg, run, reuse=True)
+    assert set(resumed.fits) == {"ft+oracle"}
+    assert resumed.fits["ft+oracle"] == plan_work(cfg, run).fits["ft+oracle"]  # the real oracle docs: the same plan
+    assert set(plan_work(cfg, run).fits) == {"ft", "ft+oracle"}  # forced, or augment reruns: every fit counts
+    retrained = load_config(smoke, [*overrides, "train.lr=0.001"])  # ft's folder was trained with another lr
+    assert set(plan_work(retrained, run, reuse=True).fits) == {"ft", "ft+oracle"}
