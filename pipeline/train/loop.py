@@ -141,6 +141,7 @@ def train_loop(config: dict) -> None:
     setup_seconds = time.perf_counter() - setup_start
 
     step, tokens, computed, data_seconds = 0, 0, 0, 0.0
+    first_step_seconds, first_step_tokens = None, 0  # the first step this attempt made: warm-up
     progress = Progress(total - start, f"train {config['name']}", unit="steps", logger=log) if rank == 0 else None
     train_start = fetch_start = time.perf_counter()
     engine.train()
@@ -155,6 +156,8 @@ def train_loop(config: dict) -> None:
         losses.append(_mean_over_workers(float(loss.item()), world))
         tokens += int(sum(row["lengths"]))
         computed += int(row["rows"]) * int(row["width"])
+        if first_step_seconds is None:
+            first_step_seconds, first_step_tokens = time.perf_counter() - train_start, tokens
         if progress is not None:
             progress.update(1, step=f"{step}/{total}", loss=f"{losses[-1]:.4f}", lr=f"{engine.get_lr()[0]:.2e}")
         _maybe_fail(config, step, rank)
@@ -180,7 +183,16 @@ def train_loop(config: dict) -> None:
             "computed_tokens": _mean_over_workers(computed, world) * world,
         }
         metrics["tokens_per_s"] = metrics["tokens"] / train_seconds if train_seconds > 0 else None
+        metrics.update(first_step_seconds=first_step_seconds,
+                       steady_tokens_per_s=_steady_rate(tokens - first_step_tokens, train_seconds - (first_step_seconds or 0), world))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+
+
+def _steady_rate(tokens: int, seconds: float, world: int) -> float | None:
+    """Tokens/s over the steps after the first, which is a warm-up: in a fresh worker process it
+    took two to four times as long as in a warm one (docs/benchmarks.md). None with no step after it."""
+    total = _mean_over_workers(tokens, world) * world
+    return total / seconds if seconds > 0 and total > 0 else None
 
 
 def read_losses(folder) -> list[float]:

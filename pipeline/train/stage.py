@@ -232,4 +232,6 @@ def _numbers(m: dict, losses: list[float], examples: int, batch_size: int) -> di
         "bf16": m["bf16"], "tokens": m["tokens"], "train_seconds": round(m["train_seconds"], 2),
         "setup_seconds": round(m["setup_seconds"], 2), "data_wait_seconds": round(m["data_wait_seconds"], 2),
         "tokens_per_s": round(m["tokens_per_s"] or 0, 1), "resumed_from_step": m["resumed_from_step"],
+        "first_step_seconds": round(m.get("first_step_seconds") or 0, 2),
+        "steady_tokens_per_s": round(m.get("steady_tokens_per_s") or 0, 1),
     }

@@ -66,6 +66,12 @@ def test_zero3_loss_falls_and_every_weight_changes(zero3, tiny_model_dir):
     assert result.metrics["bf16"] == bf16_supported(use_gpu=False)  # bf16: "auto"
     # the shard's pipeline start-up counts as setup; waiting for rows is part of the training time
     assert 0 <= result.metrics["data_wait_seconds"] <= result.metrics["train_seconds"]
+    # the first step (first allocations) is timed apart; the steady rate covers the other 11 steps
+    m = result.metrics
+    assert 0 < m["first_step_seconds"] < m["train_seconds"]
+    first_tokens = m["tokens"] - m["steady_tokens_per_s"] * (m["train_seconds"] - m["first_step_seconds"])
+    assert first_tokens == pytest.approx(round(first_tokens), abs=1e-6)  # a whole step's tokens, left out
+    assert 0 < first_tokens < 2 * m["tokens"] / len(losses)  # one batch of 8 similar sentences
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0, losses
     with result.checkpoint.as_directory() as d:
         trained = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).state_dict()

@@ -83,3 +83,16 @@ def test_trl_trains_the_same_plan_to_the_same_loss_as_our_step_math(tmp_path):
     ours = bare_loop(path, train, rows, 1)  # the loop DeepSpeed ZeRO-0 matches bit for bit in fp32
     assert theirs["steps"] == 3
     assert theirs["final_loss"] == pytest.approx(ours["final_loss"], rel=1e-3)
+
+
+def test_step_timer_leaves_the_first_step_out_of_the_steady_rate(monkeypatch):
+    from bench import train_throughput
+
+    clock = iter([100.0, 104.0, 105.0, 106.0])  # start, then a 4 s first step and two 1 s steps
+    monkeypatch.setattr(train_throughput.time, "perf_counter", lambda: next(clock))
+    timer = train_throughput.StepTimer()
+    for tokens in (50, 100, 100):
+        timer.step(tokens, 0.0)
+    r = timer.result()
+    assert r["first_step_s"] == 4.0 and timer.seconds == 6.0
+    assert r["tokens_per_s"] == 250 / 6 and r["steady_tokens_per_s"] == 100.0
