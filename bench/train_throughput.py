@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (interleaved); the best is reported")
     parser.add_argument("--skip", nargs="*", default=[], choices=["zero2", "zero3", "workers2"], help="configurations to leave out")
     args = parser.parse_args(argv)
+    if args.steps < 2:
+        parser.error(f"--steps {args.steps}: at least 2 (the first step is timed apart from the rest)")
 
     import ray
 

@@ -66,7 +66,7 @@ def test_zero3_loss_falls_and_every_weight_changes(zero3, tiny_model_dir):
     assert result.metrics["bf16"] == bf16_supported(use_gpu=False)  # bf16: "auto"
     # the shard's pipeline start-up counts as setup; waiting for rows is part of the training time
     assert 0 <= result.metrics["data_wait_seconds"] <= result.metrics["train_seconds"]
-    # the first step (first allocations) is timed apart; the steady rate covers the other 11 steps
+    # the first step (a warm-up) is timed apart; the steady rate covers the other 11 steps
     m = result.metrics
     assert 0 < m["first_step_seconds"] < m["train_seconds"]
     first_tokens = m["tokens"] - m["steady_tokens_per_s"] * (m["train_seconds"] - m["first_step_seconds"])
