@@ -190,7 +190,7 @@ def train_loop(config: dict) -> None:
 
 def _steady_rate(tokens: int, seconds: float, world: int) -> float | None:
     """Tokens/s over the steps after the first, which is a warm-up: in a fresh worker process it
-    took two to four times as long as in a warm one (docs/benchmarks.md). None with no step after it."""
+    takes several times as long as a later step (docs/benchmarks.md). None with no step after it."""
     total = _mean_over_workers(tokens, world) * world
     return total / seconds if seconds > 0 and total > 0 else None
 

@@ -1,5 +1,5 @@
 """Fits on Ray Train + DeepSpeed (CPU, gloo) with the tiny model: ZeRO-3 learning and export,
-resume after an injected failure, LoRA training and both LoRA exports."""
+resume after an injected failure, LoRA training and both LoRA exports, two workers' metrics."""
 
 from __future__ import annotations
 
@@ -149,3 +149,15 @@ def test_lora_trains_only_adapters_and_both_exports_load(ray_cluster, data, tiny
     ids = to_tensors(data["probe"], "cpu")
     with torch.no_grad():
         assert torch.allclose(plain(**ids).logits, via_peft(**ids).logits, atol=1e-4)
+
+
+def test_two_workers_count_both_shards_tokens_and_time_the_first_step_apart(ray_cluster, data, tiny_model_dir, tmp_path):
+    """Two ranks (ZeRO-2, gloo): the tokens and the steady rate add both workers' shards."""
+    train = TrainConfig(zero_stage=2, lr=1e-3, epochs=2, batch_size=8, num_workers=2)
+    plan = plan_steps([len(e) for e in data["train"]], train.batch_size, 2, train.epochs, None, train.bucket_batches, seed=0)
+    rows = plan_rows(plan, data["train"], data["tok"].pad_token_id)
+    m = fit("two-workers", rows, train, str(tiny_model_dir), 0, str(tmp_path), cpus_per_worker=1).metrics
+    assert m["step"] == len(plan) == 6  # 24 examples / 8 per global batch x 2 epochs
+    assert m["tokens"] == sum(sum(r["lengths"]) for r in rows)
+    first = sum(sum(r["lengths"]) for r in rows if r["step"] == 0)  # both workers' first micro-batches
+    assert m["steady_tokens_per_s"] == pytest.approx((m["tokens"] - first) / (m["train_seconds"] - m["first_step_seconds"]), rel=1e-9)
