@@ -120,9 +120,16 @@ def test_shipped_configs_build(monkeypatch):
         pytest.skip("celebrities data not found")
     docs, items, _ = build_worlds(demo)
     for world in demo.data.enabled():
-        n = sum(i["world"] == world and not is_validation(i["split"]) for i in items)
+        n = sum(i["world"] == world for i in items)
         assert 20 <= n <= 60, (world, n)
-    assert sum(i["world"] == "reversals" and is_validation(i["split"]) for i in items) == 40  # 20 facts, 2 splits
+    assert not any(is_validation(i["split"]) for i in items)  # the demo scores test splits only
+    # reproduce-cpu: the demo's test items (same prompts), plus the validation splits that chose the recipe
+    full = load_config("configs/reproduce-cpu.yaml")
+    _, full_items, _ = build_worlds(full)
+    tests = {i["item_id"]: i["prompt"] for i in full_items if not is_validation(i["split"])}
+    assert tests == {i["item_id"]: i["prompt"] for i in items}
+    assert sum(i["world"] == "reversals" and is_validation(i["split"]) for i in full_items) == 40  # 20 facts, 2 splits
+    assert sum(i["world"] == "celebrities" and is_validation(i["split"]) for i in full_items) > 0
 
 
 @pytest.mark.slow
