@@ -96,3 +96,29 @@ def test_step_timer_leaves_the_first_step_out_of_the_steady_rate(monkeypatch):
     r = timer.result()
     assert r["first_step_s"] == 4.0 and timer.seconds == 6.0
     assert r["tokens_per_s"] == 250 / 6 and r["steady_tokens_per_s"] == 100.0
+
+
+def test_cpu_share_labels_adds_up_per_label_and_windows_the_middle_of_the_fit():
+    from bench.ray_cpu_share import WORKER, Snapshot, label, shares, window
+
+    assert label(["ray::TrainController.run", ""], "python") == "ray::TrainController.run"
+    assert label(["/venv/bin/python", "-u", "/x/ray/_private/log_monitor.py", "--a"], "python") == "python log_monitor.py"
+    assert label(["/opt/ray/gcs_server", "--log_dir=/t"], "gcs_server") == "gcs_server"
+    assert label(["python", "-m", "bench.ray_cpu_share", "--steps", "64"], "python") == "python bench.ray_cpu_share"
+    assert label([], "kthreadd") == "kthreadd"
+
+    before = Snapshot(10.0, {1: (WORKER, 5.0), 2: ("ray::Idle", 1.0), 3: ("ray::Idle", 2.0), 4: ("gone", 0.0),
+                             9: ("old", 3.0)})
+    after = Snapshot(30.0, {1: (WORKER, 41.0), 2: ("ray::Idle", 1.2), 3: ("ray::Idle", 2.2), 5: ("new", 9.0),
+                            9: ("reused pid", 4.0)})
+    # 36 CPU-s in 20 s = 180% of a core; two idle actors 0.4 CPU-s together = 2%; a process that
+    # started, ended or whose pid was reused inside the window is left out
+    assert shares(before, after) == [(WORKER, 1, 180.0), ("ray::Idle", 2, pytest.approx(2.0))]
+    with pytest.raises(ValueError, match="length"):
+        shares(after, before)
+
+    snaps = [Snapshot(float(t), {1: (WORKER, t)} if 10 <= t <= 50 else {}) for t in range(0, 61, 5)]
+    lo, hi = window(snaps)  # the worker was seen from 10 to 50 s: the middle half is 20-40 s
+    assert (lo.at, hi.at) == (20.0, 40.0)
+    with pytest.raises(ValueError, match="too short"):
+        window(snaps[:3] + [Snapshot(15.0, {1: (WORKER, 1.0)})])
