@@ -170,6 +170,23 @@ def ray_fit(model_path: str, train, rows: list[dict], cpus: int, storage: str, n
             "final_loss": m["final_loss"], "data_wait_s": m["data_wait_seconds"]}
 
 
+def same_allocator_everywhere(glibc_defaults: bool) -> bool:
+    """The malloc settings of a fit's worker (`pipeline.allocator`) for the loops in this process
+    too, so that every path compares alike; with `glibc_defaults`, glibc's defaults on every path.
+    In this process they are set with `mallopt` (the loops run in its main thread, whose arena has
+    no size limit, so no arena setting is needed). Returns whether the settings are on."""
+    import ctypes
+
+    from pipeline.allocator import ENV, TRIM_THRESHOLD, worker_env
+
+    if glibc_defaults:
+        os.environ[ENV] = "0"  # fit() then starts its workers without them
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    libc = ctypes.CDLL(None)
+    return bool(worker_env()) and libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD) == 1
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported: no CUDA probe on CPU
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -180,9 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank (train.lora.r) on both paths; 0: every weight")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (interleaved); the best is reported")
     parser.add_argument("--skip", nargs="*", default=[], choices=["zero2", "zero3", "workers2"], help="configurations to leave out")
+    parser.add_argument("--glibc-malloc-defaults", action="store_true",
+                        help="every path with glibc's malloc defaults instead of pipeline.allocator's settings")
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error(f"--steps {args.steps}: at least 2 (the first step is timed apart from the rest)")
+    malloc = same_allocator_everywhere(args.glibc_malloc_defaults)
 
     import ray
 
@@ -232,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     baseline = results[0][1]["steady_tokens_per_s"]
     params, ceiling = parameter_count(Path(model_path)), roof(args.precision, cpus)
     print(f"\nmodel {args.model}{f' (LoRA r = {args.lora_r})' if args.lora_r else ''}, {args.precision}, {args.steps} steps x {args.batch_size} examples, {cpus} CPUs, "
-          f"best of {args.repeats}; CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+          f"best of {args.repeats}; malloc {'keeps freed memory' if malloc else 'glibc defaults'}; "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; "
           f"{args.precision} matmul roof {ceiling.flops_per_s / 1e9:.0f} GFLOP/s ({cpus} threads)")
     print(f"| configuration | tokens/s after the first step | vs bare loop | tokens/s, every step | first step s | "
           f"setup s | data wait s | wall s | padding | final loss | "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -178,6 +179,7 @@ def train_loop(config: dict) -> None:
         metrics = {
             "step": step, "resumed_from_step": start, "final_loss": losses[-1], "probe_loss": final_probe,
             "bf16": bf16, "setup_seconds": setup_seconds, "train_seconds": train_seconds,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # the allocator settings (pipeline.allocator)
             "data_wait_seconds": data_seconds,
             "tokens": _mean_over_workers(tokens, world) * world,
             "computed_tokens": _mean_over_workers(computed, world) * world,
@@ -222,6 +224,8 @@ def fit(
     )
     from ray.train.torch import TorchTrainer
 
+    from pipeline.allocator import worker_env
+
     total = len(rows) // train.num_workers
     if total * train.num_workers != len(rows) or total == 0:
         raise ValueError(f"{name}: {len(rows)} rows do not make whole steps for {train.num_workers} workers")
@@ -248,6 +252,8 @@ def fit(
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             logging_config=LoggingConfig(log_level="WARNING"),  # the worker loop logs our own progress
+            # malloc keeps the memory a step frees for the next one (pipeline.allocator)
+            worker_runtime_env={"env_vars": worker_env()},
         ),
         datasets={"train": dataset},
         dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),

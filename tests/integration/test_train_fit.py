@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline import allocator
 from pipeline.train.batches import micro_batch, plan_rows, plan_steps
 from pipeline.train.config import TrainConfig
 from pipeline.train.engine import bf16_supported
@@ -64,6 +65,8 @@ def test_zero3_loss_falls_and_every_weight_changes(zero3, tiny_model_dir):
     losses = losses_of(result)
     assert result.metrics["step"] == len(losses) == 12  # 24 examples / 8 per batch x 4 epochs
     assert result.metrics["bf16"] == bf16_supported(use_gpu=False)  # bf16: "auto"
+    # the worker's malloc keeps freed memory for the next step (set at its process start)
+    assert result.metrics["glibc_tunables"] == allocator.TUNABLES
     # the shard's pipeline start-up counts as setup; waiting for rows is part of the training time
     assert 0 <= result.metrics["data_wait_seconds"] <= result.metrics["train_seconds"]
     # the first step (a warm-up) is timed apart; the steady rate covers the other 11 steps
