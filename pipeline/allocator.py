@@ -6,19 +6,21 @@ there; and in any thread but the main one, whose arena heaps are at most 64 MiB,
 block larger than that anew, whatever the settings. A training step on CPU allocates and frees
 hundreds of megabytes (activations, logits over the vocabulary, gradients, the embedding's dense
 gradient of 113 MB for the 135M model), so with the defaults each step faults that memory in again
-and the kernel zeroes every new page first: about 120,000 page faults a step for the 135M model's
-fit, a fifth of its time. A Ray Train worker runs the training loop in a thread of its own, so it
-meets the 64 MiB limit too.
+and the kernel zeroes every new page first: about 140,000 page faults a step for the 135M model at
+the demo's batches, a fifth of its time. A Ray Train worker runs the training loop in a thread of
+its own, so it meets the 64 MiB limit too.
 
-`worker_env()` is the environment that turns this off for a training worker's process, set at its
-start through Ray Train's `worker_runtime_env` (glibc reads `GLIBC_TUNABLES` only then): one arena
-for every thread (the main one, which grows its heap without that limit), no `mmap` per block, no
-trimming. Freed memory then stays in the heap and the next step reuses it; the process keeps its
-peak memory until it exits, which a training worker reaches on every step anyway. Measured in
-docs/benchmarks.md ("The allocator").
+`worker_env()` is the environment that turns this off for a CPU training worker's process, set at
+its start through Ray Train's `worker_runtime_env` (glibc reads `GLIBC_TUNABLES` only then): one
+arena for every thread (the main one, which grows its heap without that limit), no `mmap` per
+block, no trimming. Freed memory then stays in the heap and the next step reuses it; the process
+keeps its peak memory until it exits, which a training worker reaches on every step anyway.
+Measured in docs/benchmarks.md ("The allocator").
 
-`KNOWLEDGE_LAB_KEEP_FREED_MEMORY=0`, or a `GLIBC_TUNABLES` of the user's own, leaves the workers
-as they are. Elsewhere than glibc (musl, macOS) the variable means nothing.
+GPU fits keep glibc's defaults (their steps allocate on the device; one arena for a process with
+many host threads was not measured there). `KNOWLEDGE_LAB_KEEP_FREED_MEMORY=0`, or a
+`GLIBC_TUNABLES` of the user's own, leaves CPU workers as they are too. Elsewhere than glibc (musl,
+macOS) the variable means nothing.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ TRIM_THRESHOLD = 2**31 - 1
 TUNABLES = f"glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
 
 
-def worker_env() -> dict[str, str]:
-    """Environment variables for a training worker's process (empty where turned off, or where the
-    driver's environment already sets `GLIBC_TUNABLES`)."""
-    if os.environ.get(ENV, "1") == "0" or "GLIBC_TUNABLES" in os.environ:
+def worker_env(use_gpu: bool = False) -> dict[str, str]:
+    """Environment variables for a training worker's process (empty for a GPU fit, where turned off,
+    or where the driver's environment already sets `GLIBC_TUNABLES`)."""
+    if use_gpu or os.environ.get(ENV, "1") == "0" or "GLIBC_TUNABLES" in os.environ:
         return {}
     return {"GLIBC_TUNABLES": TUNABLES}

@@ -252,8 +252,8 @@ def fit(
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             logging_config=LoggingConfig(log_level="WARNING"),  # the worker loop logs our own progress
-            # malloc keeps the memory a step frees for the next one (pipeline.allocator)
-            worker_runtime_env={"env_vars": worker_env()},
+            # on CPU, malloc keeps the memory a step frees for the next one (pipeline.allocator)
+            worker_runtime_env={"env_vars": worker_env(train.use_gpu)},
         ),
         datasets={"train": dataset},
         dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),

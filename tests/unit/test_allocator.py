@@ -1,5 +1,5 @@
-"""The training worker's malloc settings (pipeline.allocator): on by default, off on request, and
-never over a user's own GLIBC_TUNABLES."""
+"""The training worker's malloc settings (pipeline.allocator): on by default for CPU fits, off on
+request, and never over a user's own GLIBC_TUNABLES."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ def test_a_worker_gets_the_settings_by_default(monkeypatch):
                         "glibc.malloc.trim_threshold": str(2**31 - 1)}
 
 
-def test_turned_off_or_the_users_own_tunables_leave_the_worker_alone(monkeypatch):
+def test_gpu_fits_turned_off_or_the_users_own_tunables_leave_the_worker_alone(monkeypatch):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv(allocator.ENV, raising=False)
+    assert allocator.worker_env(use_gpu=True) == {}
     monkeypatch.setenv(allocator.ENV, "0")
     assert allocator.worker_env() == {}
     monkeypatch.setenv(allocator.ENV, "1")
