@@ -3,6 +3,9 @@
 - `base`: the run's model, the item's prompt alone.
 - `icl`: the run's model with the training documents as a context before every item
   (built in `pipeline.evaluate.icl`).
+- `icl-generator`: the augmentation generator (`augment.generator`, when it is another model)
+  with the same documents in context, so a report shows the ICL its augmentations drew on; scored
+  offline only (the Serve evaluator serves the run's model and its tuned folders).
 - every FT condition: the folder `<run>/models/<condition>/` written by `train`: a full HF folder
   (config.json + safetensors) or a LoRA adapter (adapter_config.json) applied to the run's model
   and merged.
@@ -26,7 +29,13 @@ if TYPE_CHECKING:
     from pipeline.runs import Run
 
 #: Every condition a run can compare, in report order.
-CONDITIONS = ("base", "icl", "ft", "ft+local", "ft+global", "ft+local+global", "ft+oracle")
+CONDITIONS = ("base", "icl", "icl-generator", "ft", "ft+local", "ft+global", "ft+local+global", "ft+oracle")
+#: The generator's ICL: only where the augmentations are written by another model than the one studied.
+GENERATOR_ICL = "icl-generator"
+#: A config's conditions when it names none: every condition of the model under study.
+DEFAULT_CONDITIONS = tuple(c for c in CONDITIONS if c != GENERATOR_ICL)
+#: Conditions scored with the training documents as a context.
+ICL_CONDITIONS = ("icl", GENERATOR_ICL)
 #: Fine-tuning conditions and the augmentation strategies each trains on.
 FT_STRATEGIES = {
     "ft": (),
@@ -39,7 +48,7 @@ FT_STRATEGIES = {
 BASE_WEIGHT_CONDITIONS = ("base", "icl")
 #: One colour per condition, stable across plots (ICL and augmented FT stand out).
 COLOURS = {
-    "base": "#9e9e9e", "icl": "#1f77b4", "ft": "#ff7f0e", "ft+local": "#2ca02c",
+    "base": "#9e9e9e", "icl": "#1f77b4", "icl-generator": "#aec7e8", "ft": "#ff7f0e", "ft+local": "#2ca02c",
     "ft+global": "#98df8a", "ft+local+global": "#17becf", "ft+oracle": "#9467bd",
 }
 
@@ -87,7 +96,10 @@ def condition_names(cfg: RunConfig) -> list[str]:
 
 
 def condition_spec(cfg: RunConfig, run: Run, name: str, contexts: dict | None = None) -> ConditionSpec:
-    """Where condition `name` gets its model; `contexts` (world -> IclContext) for `icl`."""
+    """Where condition `name` gets its model; `contexts` (world -> IclContext) for `icl` and `icl-generator`."""
+    if name == GENERATOR_ICL:
+        ctx = tuple((w, c.text) for w, c in sorted((contexts or {}).items()))
+        return ConditionSpec(name, cfg.augment.generator, cfg.augment.generator, contexts=ctx)
     if name in BASE_WEIGHT_CONDITIONS:
         ctx = tuple((w, c.text) for w, c in sorted((contexts or {}).items())) if name == "icl" else ()
         return ConditionSpec(name, cfg.model, cfg.model, contexts=ctx)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipeline.augment.config import AugmentConfig
-from pipeline.conditions import CONDITIONS, FT_STRATEGIES
+from pipeline.conditions import CONDITIONS, DEFAULT_CONDITIONS, FT_STRATEGIES, GENERATOR_ICL
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.report.config import ReportConfig
 from pipeline.section import ModelConfig, Section
@@ -51,8 +51,9 @@ class RunConfig(Section):
     )
     seed: int = Field(0, description="Seed for data generation, sampling and training.")
     conditions: list[str] = Field(
-        list(CONDITIONS),
-        description=f"Conditions to compare, any subset of {', '.join(CONDITIONS)}.",
+        list(DEFAULT_CONDITIONS),
+        description=f"Conditions to compare, any subset of {', '.join(CONDITIONS)}; default: all but {GENERATOR_ICL} "
+        "(the augmentation generator's ICL, for a run whose augment.generator is another model).",
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model under study.")
     data: DataConfig = Field(default_factory=DataConfig, description="Knowledge sets (worlds) and the user's corpus.")
@@ -78,6 +79,10 @@ class RunConfig(Section):
         if "generator" not in self.augment.model_fields_set:
             # the model under study writes its own augmentations unless another is configured
             self.augment.generator = self.model.model_copy()
+        if GENERATOR_ICL in self.conditions and self.augment.generator == self.model:
+            raise ValueError(f"conditions: {GENERATOR_ICL!r} scores augment.generator in context, but the generator is "
+                             f"the model under study ({self.model.ref!r}): its ICL is the 'icl' condition; set "
+                             "augment.generator.ref to another model or drop the condition")
         return self
 
     @property

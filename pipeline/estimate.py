@@ -50,13 +50,17 @@ def rate(stage: str, dtype: str, roof_flops: dict[str, float]) -> float:
 @dataclass
 class Work:
     params: int
+    #: parameters of augment.generator (which writes the augmentations and scores `icl-generator`)
+    generator_params: int = 0
     #: per generate() call: (prompt tokens of its prompts, max new tokens, prompts)
     generate_batches: list[tuple[int, int, int]] = field(default_factory=list)
     #: per fit: (optimizer steps, padded tokens over all steps); conditions with identical
     #: examples share one fit, as in the train stage, under the first condition's name
     fits: dict[str, tuple[int, int]] = field(default_factory=dict)
-    #: tokens scored over every condition (each ICL prefix once per world)
+    #: tokens scored over every condition of the model under study (each ICL prefix once per world)
     scored_tokens: int = 0
+    #: tokens `icl-generator` scores with the generator
+    generator_scored_tokens: int = 0
     #: training updates LoRA adapters only (train.lora): 4 P, not 6 P, per token
     lora: bool = False
 
@@ -66,10 +70,10 @@ def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dt
     fp32 is always needed."""
     from pipeline.report.cost import inference_flops, training_flops
 
-    p = work.params
+    p, gen = work.params, work.generator_params or work.params
     out: dict[str, float] = {}
     if work.generate_batches:
-        flops = sum(inference_flops(p, prompt + new * batch) for prompt, new, batch in work.generate_batches)
+        flops = sum(inference_flops(gen, prompt + new * batch) for prompt, new, batch in work.generate_batches)
         out["augment"] = FIXED_S["augment"] + flops / rate("augment", gen_dtype, roof_flops)
     if work.fits:
         steps = sum(s for s, _ in work.fits.values())
@@ -77,8 +81,9 @@ def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dt
         per_weight = 0.0 if work.lora else steps * p * PARAM_STEP_S[train_dtype]
         out["train"] = (FIXED_S["fit"] * len(work.fits) + per_weight
                         + training_flops(p, tokens, work.lora) / rate("train", train_dtype, roof_flops))
-    if work.scored_tokens:
-        out["evaluate"] = FIXED_S["evaluate"] + inference_flops(p, work.scored_tokens) / rate("evaluate", score_dtype, roof_flops)
+    if work.scored_tokens or work.generator_scored_tokens:
+        out["evaluate"] = (FIXED_S["evaluate"] + inference_flops(p, work.scored_tokens) / rate("evaluate", score_dtype, roof_flops)
+                           + inference_flops(gen, work.generator_scored_tokens) / rate("evaluate", gen_dtype, roof_flops))
     return out
 
 
@@ -90,7 +95,7 @@ def plan_work(cfg, run, reuse: bool = False) -> Work:
     from pipeline.augment.postprocess import training_index
     from pipeline.augment.prompts import PromptFormat
     from pipeline.augment.stage import build_oracle
-    from pipeline.conditions import FT_STRATEGIES
+    from pipeline.conditions import FT_STRATEGIES, GENERATOR_ICL
     from pipeline.models import context_window, load_tokenizer, local_model_folder
     from pipeline.records import Doc, Fact, Item, read_records
     from pipeline.report.inputs import parameter_count
@@ -99,9 +104,11 @@ def plan_work(cfg, run, reuse: bool = False) -> Work:
     docs = read_records(run.path("data", "docs.parquet"), Doc)
     facts = read_records(run.path("data", "facts.parquet"), Fact)
     train = [d for d in docs if d["origin"] == "train"]
-    work = Work(params=parameter_count(local_model_folder(cfg.model)), lora=cfg.train.lora is not None)
     aug = cfg.augment
     strategies = cfg.strategies()
+    generator = {"local", "global"} & set(strategies) or GENERATOR_ICL in cfg.conditions
+    work = Work(params=parameter_count(local_model_folder(cfg.model)), lora=cfg.train.lora is not None,
+                generator_params=parameter_count(local_model_folder(aug.generator)) if generator else 0)
     extra: list[dict] = []
     if reuse:
         extra = augmented_docs(cfg, run)
@@ -140,9 +147,11 @@ def plan_work(cfg, run, reuse: bool = False) -> Work:
             work.fits[condition] = (prepared.steps, sum(len(r["input_ids"]) for r in prepared.rows))
     summary = run.manifest("data")["summary"]["worlds"]
     split_tokens = sum(s["tokens"] for w in summary.values() for s in w["splits"].values())
-    work.scored_tokens = split_tokens * len(cfg.conditions)
-    if "icl" in cfg.conditions:
-        work.scored_tokens += sum(w["tokens"] for w in summary.values())
+    corpus_tokens = sum(w["tokens"] for w in summary.values())
+    own = [c for c in cfg.conditions if c != GENERATOR_ICL]
+    work.scored_tokens = split_tokens * len(own) + (corpus_tokens if "icl" in own else 0)
+    if GENERATOR_ICL in cfg.conditions:  # counted in the model's tokens: close enough for an estimate
+        work.generator_scored_tokens = split_tokens + corpus_tokens
     return work
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 
 from pipeline.conditions import (
+    GENERATOR_ICL,
+    ICL_CONDITIONS,
     condition_names,
     condition_spec,
     context_window,
@@ -53,7 +55,7 @@ def input_files(cfg: RunConfig) -> list[str]:
 
 
 def model_refs(cfg: RunConfig) -> dict:
-    return {"model": cfg.model}
+    return {"model": cfg.model, **({"augment.generator": cfg.augment.generator} if GENERATOR_ICL in cfg.conditions else {})}
 
 
 def outputs(cfg: RunConfig) -> list[str]:
@@ -76,13 +78,13 @@ def run(cfg: RunConfig, run: Run) -> dict:
     items, docs = load_inputs(run)
     names = condition_names(cfg)
     specs = {name: condition_spec(cfg, run, name) for name in names}  # folders checked up front
-    contexts = {}
-    if "icl" in specs:
-        contexts = icl_contexts(cfg, docs, items, load_condition_tokenizer(specs["icl"]), context_window(specs["icl"]))
-        specs["icl"] = condition_spec(cfg, run, "icl", contexts)
+    contexts = {}  # per ICL condition, per world: each model's own rendering of the same documents
+    for name in (n for n in ICL_CONDITIONS if n in specs):
+        contexts[name] = icl_contexts(cfg, docs, items, load_condition_tokenizer(specs[name]), context_window(specs[name]))
+        specs[name] = condition_spec(cfg, run, name, contexts[name])
     plans = {}
     for name, spec in specs.items():
-        prefix_tokens = {w: c.num_tokens for w, c in contexts.items()} if name == "icl" else None
+        prefix_tokens = {w: c.num_tokens for w, c in contexts[name].items()} if name in contexts else None
         plans[name] = plan(items, load_condition_tokenizer(spec), cfg.evaluate.batch_size,
                            prefix_tokens=prefix_tokens, window=context_window(spec))
 
@@ -104,10 +106,11 @@ def run(cfg: RunConfig, run: Run) -> dict:
 
     for name, rows in scores.items():
         write_records(run.path("scores", f"{name}.parquet"), Score, [{**r, "condition": name} for r in rows])
-    icl = {w: {"num_docs": c.num_docs, "total_docs": c.total_docs, "prefix_tokens": c.num_tokens,
-               "chat_template": c.chat_template} for w, c in contexts.items()}
+    icl = {name: {w: {"num_docs": c.num_docs, "total_docs": c.total_docs, "prefix_tokens": c.num_tokens,
+                      "chat_template": c.chat_template} for w, c in by_world.items()}
+           for name, by_world in contexts.items()}
     results = build_results(items, scores, margin=cfg.evaluate.contamination_margin, z=cfg.evaluate.contamination_z,
-                            extra={"icl": icl, "timing": timing})
+                            extra={"icl": icl.get("icl", {}), "icl_generator": icl.get(GENERATOR_ICL, {}), "timing": timing})
     write_json(run.path("results.json"), results)
     results_logger("evaluate").info("accuracy (± standard error) per world and split:\n%s", format_table(results))
     overall: dict[str, dict[str, float]] = {}

@@ -4,9 +4,10 @@ Conventions (Kaplan et al.): training costs 6 x params x tokens, inference 2 x p
 - training FLOPs of an FT condition: 6 P x tokens trained (all epochs); with LoRA 4 P x tokens
   (the forward pass and the activations' gradients; the frozen weights get no gradient, the
   adapters' own are negligible);
-- augmentation FLOPs: 2 P x (prompt + generated) tokens of the strategies the condition uses
-  (the oracle derives sentences from the facts: no model FLOPs);
-- per-query FLOPs: 2 P x (context + question) tokens; for ICL the context is the corpus.
+- augmentation FLOPs: 2 P_gen x (prompt + generated) tokens of the strategies the condition uses,
+  P_gen the generator's parameters (the oracle derives sentences from the facts: no model FLOPs);
+- per-query FLOPs: 2 P x (context + question) tokens; for ICL the context is the corpus (for
+  `icl-generator`, the generator's P and its own tokens).
 Augmented FT pays up front and then per query less than ICL, so past
     Q* = (upfront_ft - upfront_icl) / (per_query_icl - per_query_ft)
 queries it is cheaper; below Q* ICL is.
@@ -21,13 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.conditions import FT_STRATEGIES
+from pipeline.conditions import FT_STRATEGIES, GENERATOR_ICL
 from pipeline.roofline import MEASURE_COMMAND
 
 
 @dataclass
 class CostInputs:
     params: int
+    #: parameters of augment.generator where another model writes the augmentations (0: the model under study)
+    generator_params: int = 0
     #: tokens processed by training, per FT condition (all epochs)
     train_tokens: dict[str, int] = field(default_factory=dict)
     #: prompt + generated tokens of each augmentation strategy (0 for the oracle)
@@ -42,11 +45,24 @@ class CostInputs:
     scoring: dict[str, dict] = field(default_factory=dict)
     #: ICL prefix tokens, all worlds together (each prefix is encoded once, inside the scoring time)
     icl_prefix_tokens: int = 0
+    #: the same for `icl-generator`, in the generator's tokens
+    generator_icl_prefix_tokens: int = 0
     #: dtype of the weights used for scoring and for generation (model.dtype, augment.generator.dtype)
     scoring_dtype: str = "float32"
     augment_dtype: str = "float32"
     #: whether training updates LoRA adapters only (train.lora)
     lora: bool = False
+
+
+def generator_params(inputs: CostInputs) -> int:
+    return inputs.generator_params or inputs.params
+
+
+def _scorer(inputs: CostInputs, cond: str) -> tuple[int, int, str]:
+    """(parameters, prefix tokens encoded once, weights dtype) of the model that scores `cond`."""
+    if cond == GENERATOR_ICL:
+        return generator_params(inputs), inputs.generator_icl_prefix_tokens, inputs.augment_dtype
+    return inputs.params, inputs.icl_prefix_tokens if cond == "icl" else 0, inputs.scoring_dtype
 
 
 def training_flops(params: int, tokens: int, lora: bool = False) -> float:
@@ -76,8 +92,8 @@ def cost_rows(inputs: CostInputs, conditions: list[str]) -> list[dict]:
     for cond in conditions:
         strategies = FT_STRATEGIES.get(cond, ())
         train = training_flops(p, inputs.train_tokens.get(cond, 0), inputs.lora) if cond in FT_STRATEGIES else 0.0
-        augment = sum(inference_flops(p, inputs.augment_tokens.get(s, 0)) for s in strategies)
-        query = inference_flops(p, inputs.query_tokens.get(cond, 0.0))
+        augment = sum(inference_flops(generator_params(inputs), inputs.augment_tokens.get(s, 0)) for s in strategies)
+        query = inference_flops(_scorer(inputs, cond)[0], inputs.query_tokens.get(cond, 0.0))
         rows.append({
             "condition": cond,
             "train_flops": train,
@@ -114,7 +130,7 @@ def stage_work(inputs: CostInputs) -> list[dict]:
 
     Training: 6 P (LoRA: 4 P) x trained tokens over the training loop's time (setup and export apart), per
     fit. Scoring: 2 P x scored tokens (plus the ICL prefix, encoded once) over the scorers' time,
-    per condition. Augmentation: 2 P x (prompt + generated) tokens over the stage's wall time
+    per condition. Augmentation: 2 P_gen x (prompt + generated) tokens over the stage's wall time
     (which includes starting the actors and loading the model)."""
     p = inputs.params
     out = []
@@ -123,13 +139,14 @@ def stage_work(inputs: CostInputs) -> list[dict]:
             out.append({"stage": f"train {cond}", "flops": training_flops(p, r["tokens"], inputs.lora),
                         "seconds": float(r["train_seconds"]), "dtype": "bf16" if r.get("bf16") else "fp32"})
     for cond, t in inputs.scoring.items():
-        tokens = t.get("tokens", 0) + (inputs.icl_prefix_tokens if cond == "icl" else 0)
+        params, prefix, dtype = _scorer(inputs, cond)
+        tokens = t.get("tokens", 0) + prefix
         if tokens and t.get("scoring_seconds"):
-            out.append({"stage": f"evaluate {cond}", "flops": inference_flops(p, tokens),
-                        "seconds": float(t["scoring_seconds"]), "dtype": short_dtype(inputs.scoring_dtype)})
+            out.append({"stage": f"evaluate {cond}", "flops": inference_flops(params, tokens),
+                        "seconds": float(t["scoring_seconds"]), "dtype": short_dtype(dtype)})
     generated = sum(inputs.augment_tokens.values())
     if generated and inputs.stage_seconds.get("augment"):
-        out.append({"stage": "augment (stage wall time)", "flops": inference_flops(p, generated),
+        out.append({"stage": "augment (stage wall time)", "flops": inference_flops(generator_params(inputs), generated),
                     "seconds": float(inputs.stage_seconds["augment"]), "dtype": short_dtype(inputs.augment_dtype)})
     return out
 

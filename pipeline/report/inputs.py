@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from pipeline import models
+from pipeline.conditions import GENERATOR_ICL
 from pipeline.config import RunConfig
 from pipeline.evaluate.results import outcomes
 from pipeline.records import Item, Score, read_records
@@ -60,15 +61,21 @@ def trained_tokens(run: Run, condition: str) -> int:
     return int(json.loads(record.read_text()).get("result", {}).get("tokens", 0))
 
 
+def model_parameters(model) -> int:
+    """Parameters of a ModelConfig's local folder; 0 for a hub id that is not a local folder."""
+    src = models.resolve(model)
+    return parameter_count(Path(src)) if not isinstance(src, str) else 0
+
+
 def cost_inputs(cfg: RunConfig, run: Run) -> CostInputs:
     """Token counts and wall times recorded by the stages' manifests and results.json."""
-    src = models.resolve(cfg.model)
-    params = parameter_count(Path(src)) if not isinstance(src, str) else 0
+    params = model_parameters(cfg.model)
+    generator = model_parameters(cfg.augment.generator) if cfg.augment.generator.ref != cfg.model.ref else 0
     results = json.loads(run.path("results.json").read_text())
     evaluate = _stage_summary(run, "evaluate").get("summary", {})
     n_items = max(evaluate.get("items", 0), 1)
     timing = results.get("timing", {})
-    icl = results.get("icl", {})
+    prefixes = {"icl": results.get("icl", {}), GENERATOR_ICL: results.get("icl_generator", {})}
     items_per_world = {}
     for r in results["rows"]:
         if r["split"] == ALL and r["condition"] == results["conditions"][0]:
@@ -76,17 +83,17 @@ def cost_inputs(cfg: RunConfig, run: Run) -> CostInputs:
     query_tokens = {}
     for cond, t in timing.items():
         per_item = t["tokens"] / n_items
-        if cond == "icl":
-            prefix = sum(icl.get(w, {}).get("prefix_tokens", 0) * n for w, n in items_per_world.items()) / n_items
-            per_item += prefix
+        if cond in prefixes:
+            per_item += sum(prefixes[cond].get(w, {}).get("prefix_tokens", 0) * n for w, n in items_per_world.items()) / n_items
         query_tokens[cond] = per_item
     train_tokens = {c: trained_tokens(run, c) for c in cfg.ft_conditions()}
     augment = _stage_summary(run, "augment").get("summary", {})
     augment_tokens = {s: int(n) for s, n in augment.get("tokens_by_strategy", {}).items()}
     seconds = {s: round(run.manifest(s)["seconds"], 1) for s in ("data", "augment", "train", "evaluate") if run.is_done(s)}
-    return CostInputs(params=params, train_tokens=train_tokens, augment_tokens=augment_tokens,
+    return CostInputs(params=params, generator_params=generator, train_tokens=train_tokens, augment_tokens=augment_tokens,
                       query_tokens=query_tokens, stage_seconds=seconds,
                       train_runs=_stage_summary(run, "train").get("summary", {}), scoring=timing,
-                      icl_prefix_tokens=sum(w.get("prefix_tokens", 0) for w in icl.values()),
+                      icl_prefix_tokens=sum(w.get("prefix_tokens", 0) for w in prefixes["icl"].values()),
+                      generator_icl_prefix_tokens=sum(w.get("prefix_tokens", 0) for w in prefixes[GENERATOR_ICL].values()),
                       scoring_dtype=cfg.model.dtype, augment_dtype=cfg.augment.generator.dtype,
                       lora=cfg.train.lora is not None)

@@ -16,6 +16,7 @@ from collections import Counter
 
 from pipeline import roofline
 from pipeline.augment.audit import audit_entries
+from pipeline.conditions import FT_STRATEGIES, GENERATOR_ICL
 from pipeline.config import RunConfig
 from pipeline.logs import results_logger
 from pipeline.records import write_text
@@ -70,8 +71,11 @@ def run(cfg: RunConfig, run: Run) -> dict:
 
 
 def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInputs, claims: list[dict]) -> str:
+    writer = (f"; augmentations written by `{cfg.augment.generator.ref}`"
+              + (" (its own ICL: the icl-generator column)" if GENERATOR_ICL in conditions else "")
+              if cfg.strategies() and cfg.augment.generator.ref != cfg.model.ref else "")
     out = [f"# Report: {cfg.name}", "",
-           f"Model `{cfg.model.ref}`; conditions {', '.join(conditions)}; seed {cfg.seed}. "
+           f"Model `{cfg.model.ref}`{writer}; conditions {', '.join(conditions)}; seed {cfg.seed}. "
            "Accuracy is likelihood multiple choice (the option with the highest summed "
            "log-probability wins); ± is one standard error.", ""]
     flagged = results.get("contamination", {}).get("flagged", [])
@@ -95,15 +99,17 @@ def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInpu
     out += ["## Augmentation audit", ""]
     out += _audit_lines(audit) if audit else ["No augmentation ran in this run.", ""]
     out += ["## Cost", "",
-            f"Model parameters: {inputs.params:,}. Training = {4 if inputs.lora else 6} × params × trained tokens"
+            f"Model parameters: {inputs.params:,}"
+            + (f"; the generator's: {inputs.generator_params:,}" if inputs.generator_params else "")
+            + f". Training = {4 if inputs.lora else 6} × params × trained tokens"
             f"{' (LoRA: no gradients of the frozen weights)' if inputs.lora else ''}; augmentation = "
-            "2 × params × (prompt + generated) tokens; a query = 2 × params × (context + question) tokens. "
+            "2 × the generator's params × (prompt + generated) tokens; a query = 2 × params × (context + question) tokens. "
             "Break-even: queries after which the condition's total cost falls below ICL's.", "",
             "| condition | training | augmentation | up front | tokens / query | per query | break-even vs ICL (queries) |",
             "|---|---|---|---|---|---|---|"]
     for r in costs:
         be = r["break_even_vs_icl"]
-        be_text = "—" if be is None and r["condition"] in ("base", "icl") else ("never" if be is None else f"{be:,.0f}")
+        be_text = "—" if be is None and r["condition"] not in FT_STRATEGIES else ("never" if be is None else f"{be:,.0f}")
         out.append(f"| {r['condition']} | {format_flops(r['train_flops'])} | {format_flops(r['augment_flops'])} | "
                    f"{format_flops(r['upfront_flops'])} | {r['query_tokens']:,.0f} | {format_flops(r['per_query_flops'])} | {be_text} |")
     if inputs.stage_seconds:

@@ -36,9 +36,10 @@ def make_data():
     return docs, items
 
 
-def make_run(tmp_path, conditions=("base", "icl", "ft"), **evaluate):
+def make_run(tmp_path, conditions=("base", "icl", "ft"), generator=None, **evaluate):
     cfg = validate_config({"name": "ev", "output_dir": str(tmp_path), "model": {"ref": "tiny-random"},
-                           "conditions": list(conditions), "evaluate": {"num_actors": 2, "batch_size": 4, **evaluate}})
+                           "conditions": list(conditions), "evaluate": {"num_actors": 2, "batch_size": 4, **evaluate},
+                           **({"augment": {"generator": {"ref": str(generator)}}} if generator else {})})
     run = Run.of(cfg)
     docs, items = make_data()
     write_records(run.path("data", "docs.parquet"), Doc, docs)
@@ -86,6 +87,37 @@ def test_stage_writes_scores_and_results(tmp_path, ray_cluster, ft_folder, caplo
     table = caplog.text
     base = next(r for r in results["rows"] if (r["condition"], r["world"], r["split"]) == ("base", "reversals", "reversal"))
     assert re.search(rf"^reversals +reversal +{base['n']} +{base['chance']:.2f} +{base['acc']:.2f}±", table, re.M)
+
+
+def test_the_generators_icl_is_its_own_model_with_its_own_rendering_of_the_context(tmp_path, ray_cluster, ft_folder):
+    from pipeline.stages import stage_state
+
+    cfg, run, items = make_run(tmp_path, conditions=("icl", "icl-generator"), generator=ft_folder)
+    run_stage("evaluate", cfg, run)
+    scores = {c: read_records(run.path("scores", f"{c}.parquet"), Score) for c in ("icl", "icl-generator")}
+    results = json.loads(run.path("results.json").read_text())
+    assert results["icl_generator"]["reversals"]["num_docs"] == 5
+    assert results["icl"]["reversals"]["num_docs"] == 5
+
+    # what the pure function gives with the generator's weights and its own context, world by world
+    model, tok = models.load_model(str(ft_folder)), models.load_tokenizer(str(ft_folder))
+    docs = read_records(run.path("data", "docs.parquet"), Doc)
+    contexts = icl_contexts(cfg, docs, items, tok, models.context_window(cfg.augment.generator))
+    direct = {}
+    for world, ctx in contexts.items():
+        world_items = [it for it in items if it["world"] == world]
+        for row in score_items(model, tok, world_items, prefix=encode_prefix(model, tok, ctx.text), batch_size=4):
+            direct[row["item_id"]] = row["choice_logprobs"]
+    got = {r["item_id"]: r["choice_logprobs"] for r in scores["icl-generator"]}
+    assert got.keys() == direct.keys()
+    for item_id, logprobs in got.items():
+        assert logprobs == pytest.approx(direct[item_id], abs=1e-4)
+    assert [r["choice_logprobs"] for r in scores["icl"]] != [r["choice_logprobs"] for r in scores["icl-generator"]]
+
+    # the generator is part of what the scores depend on
+    other = validate_config({**cfg.model_dump(), "augment": {"generator": {"ref": "tiny-random", "dtype": "bfloat16"}}})
+    state, reasons = stage_state("evaluate", other, run)
+    assert state == "stale" and any("augment.generator" in r for r in reasons), reasons
 
 
 def test_ray_actor_pool_equals_the_single_process_scorer(tmp_path, ray_cluster):

@@ -106,6 +106,16 @@ def test_generator_defaults_to_the_model_under_study(tmp_path):
     assert cfg.augment.generator.ref == "/m/big"
 
 
+def test_the_generators_icl_is_a_condition_only_where_another_model_writes_the_augmentations(tmp_path):
+    cfg = load_config(write(tmp_path, "name: x\nmodel: {ref: tiny-random}\n"))
+    assert "icl-generator" not in cfg.conditions and "icl" in cfg.conditions  # not a default
+    cfg = load_config(write(tmp_path, "name: x\nmodel: {ref: tiny-random}\nconditions: [icl, icl-generator]\n"
+                                      "augment: {generator: {ref: /m/big}}\n"))
+    assert cfg.conditions == ["icl", "icl-generator"]
+    with pytest.raises(ConfigError, match=r"conditions: 'icl-generator' .*model under study \('tiny-random'\).*augment.generator.ref"):
+        load_config(write(tmp_path, "name: x\nmodel: {ref: tiny-random}\nconditions: [icl, icl-generator]\n"))
+
+
 def test_every_shipped_config_validates():
     from pathlib import Path
 

@@ -85,3 +85,24 @@ def test_roofline_rows_and_lines_with_and_without_a_roof():
     assert roofline_lines([]) == []
     tiny = roofline_lines(roofline_rows(_measured_inputs(), lambda dtype: 3e12))
     assert any(line.endswith("| 0.10% |") for line in tiny)  # a small fraction keeps its digits
+
+
+def test_another_generators_parameters_price_the_augmentations_and_its_own_icl():
+    inputs = CostInputs(
+        params=1_000_000, generator_params=10_000_000, augment_dtype="bfloat16",
+        train_tokens={"ft+local": 1000}, augment_tokens={"local": 500},
+        query_tokens={"icl": 2000, "icl-generator": 2500, "ft+local": 100},
+        scoring={"icl": {"tokens": 500, "scoring_seconds": 1.0}, "icl-generator": {"tokens": 600, "scoring_seconds": 5.0}},
+        stage_seconds={"augment": 10.0}, icl_prefix_tokens=1500, generator_icl_prefix_tokens=1900,
+    )
+    rows = {r["condition"]: r for r in cost_rows(inputs, ["icl", "icl-generator", "ft+local"])}
+    assert rows["ft+local"]["augment_flops"] == 1e10                 # 2 x 1e7 generator params x 500
+    assert rows["ft+local"]["train_flops"] == 6e9                    # the model under study trains
+    assert rows["icl-generator"]["per_query_flops"] == 5e10          # 2 x 1e7 x 2500
+    assert rows["icl"]["per_query_flops"] == 4e9
+    assert rows["icl-generator"]["break_even_vs_icl"] is None
+    work = {w["stage"]: w for w in stage_work(inputs)}
+    assert work["evaluate icl-generator"] == {"stage": "evaluate icl-generator", "flops": 2e7 * (600 + 1900),
+                                              "seconds": 5.0, "dtype": "bf16"}
+    assert work["evaluate icl"]["flops"] == 2e6 * (500 + 1500) and work["evaluate icl"]["dtype"] == "fp32"
+    assert work["augment (stage wall time)"]["flops"] == 1e10

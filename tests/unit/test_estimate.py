@@ -39,6 +39,16 @@ def test_a_dtype_not_measured_for_a_stage_is_estimated_at_its_fp32_rate():
     assert rate("train", "bf16", roofs) == 8 * rate("train", "fp32", roofs)  # training's products run in its dtype
 
 
+def test_another_generator_writes_and_scores_at_its_own_size_and_dtype():
+    roofs = {"fp32": 1e9, "bf16": 4e9}
+    work = Work(params=1_000_000, generator_params=10_000_000, generate_batches=[(100, 10, 4)],
+                scored_tokens=10_000, generator_scored_tokens=3_000)
+    est = seconds(work, roofs, train_dtype="fp32", score_dtype="fp32", gen_dtype="bf16")
+    assert est["augment"] == pytest.approx(FIXED_S["augment"] + 2e7 * (100 + 10 * 4) / rate("augment", "bf16", roofs))
+    assert est["evaluate"] == pytest.approx(FIXED_S["evaluate"] + 2e6 * 10_000 / rate("evaluate", "fp32", roofs)
+                                            + 2e7 * 3_000 / rate("evaluate", "bf16", roofs))
+
+
 def test_a_stage_without_work_is_not_estimated():
     assert seconds(Work(params=10, scored_tokens=5), {"fp32": 1e9}, "fp32", "fp32", "fp32").keys() == {"evaluate"}
     assert seconds(Work(params=10), {"fp32": 1e9}, "fp32", "fp32", "fp32") == {}

@@ -163,3 +163,27 @@ def test_roofline_table_shows_each_fit_once_against_the_cached_roof(tmp_path, ti
     assert row.endswith(f"| 1 TFLOP/s | {achieved / 1e12:.2%} |") and "| fp32 |" in row
     assert "| train ft+local |" not in text  # the shared fit ran once
     assert "Roof not measured" not in text
+
+
+def test_a_run_with_another_generator_reports_its_icl_and_prices_it_at_its_size(tmp_path, tiny_model_dir):
+    from pipeline import models
+
+    generator = models.build_tiny_model(tmp_path / "generator", seed=1)
+    cfg = validate_config({"name": "g", "output_dir": str(tmp_path), "conditions": ["icl", "icl-generator", "ft+local"],
+                           "model": {"ref": "tiny-random"}, "augment": {"generator": {"ref": str(generator)}}})
+    run = Run.of(cfg)
+    items, scores = _items_and_scores()
+    scores = {"icl": scores["icl"], "icl-generator": scores["base"], "ft+local": scores["ft"]}
+    timing = {c: {"scoring_seconds": 1.0, "sequences": 8, "tokens": 40} for c in scores}
+    write_evaluated(run, items, scores, icl={"reversals": {"prefix_tokens": 1000}},
+                    icl_generator={"reversals": {"prefix_tokens": 1200}}, timing=timing)
+
+    summary = report_stage.run(cfg, run)
+
+    text = run.path("report.md").read_text()
+    assert f"augmentations written by `{generator}` (its own ICL: the icl-generator column)" in text
+    assert "| split | n | chance | icl | icl-generator | ft+local |" in text
+    assert "| reversal | 4 | 0.50 | 1.00 ± 0.00 | 0.50 ± 0.29 | 0.25 ± 0.25 |" in text
+    cost = {r["condition"]: r for r in summary["cost"]}
+    assert cost["icl-generator"]["query_tokens"] == 1200 + 10 and cost["icl"]["query_tokens"] == 1000 + 10
+    assert "evaluate icl-generator" in text  # its own row in the roofline table
