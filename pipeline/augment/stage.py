@@ -139,11 +139,26 @@ def generate(cfg: RunConfig, run: Run, train: list[dict], strategies: list[str],
         "prompts": len(requests), "shards": len(shards), "context_window": window, "retried_prompts": retried,
         "prefix_groups": sum(k != LOCAL_PREFIX for k in prefixes),  # global prefixes encoded
         "new_tokens": sum(g["new_tokens"] for g in generations),
-        # prompt + generated tokens per strategy: the report's augmentation FLOPs
+        # prompt + generated tokens per strategy
         "tokens_by_strategy": {s: sum(g["prompt_tokens"] + g["new_tokens"] for g in generations if g["strategy"] == s)
                                for s in strategies if s != "oracle"},
+        # the tokens the model ran, each shared prefix once (the engines cache it): the report's augmentation FLOPs
+        "computed_tokens_by_strategy": computed_tokens(generations, {k: fmt.count(p) for k, p in prefixes.items()}),
     }
     return generations, skipped, info
+
+
+def computed_tokens(generations: list[dict], prefix_tokens: dict[str, int]) -> dict[str, int]:
+    """Per strategy: its prompts' shared prefixes once each, then every prompt's own tokens and the
+    tokens generated after it (an engine with several actors encodes a prefix once per actor: a
+    few hundred tokens more, left out)."""
+    out: dict[str, int] = {}
+    for strategy in dict.fromkeys(g["strategy"] for g in generations):
+        gens = [g for g in generations if g["strategy"] == strategy]
+        keys = {g["prefix_key"] for g in gens if g.get("prefix_key")}
+        out[strategy] = sum(prefix_tokens[k] for k in keys) + sum(
+            g["prompt_tokens"] - prefix_tokens.get(g.get("prefix_key") or "", 0) + g["new_tokens"] for g in gens)
+    return out
 
 
 def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], items: list[dict], index) -> tuple[list[dict], dict, list[str]]:

@@ -4,8 +4,9 @@ Conventions (Kaplan et al.): training costs 6 x params x tokens, inference 2 x p
 - training FLOPs of an FT condition: 6 P x tokens trained (all epochs); with LoRA 4 P x tokens
   (the forward pass and the activations' gradients; the frozen weights get no gradient, the
   adapters' own are negligible);
-- augmentation FLOPs: 2 P_gen x (prompt + generated) tokens of the strategies the condition uses,
-  P_gen the generator's parameters (the oracle derives sentences from the facts: no model FLOPs);
+- augmentation FLOPs: 2 P_gen x the tokens the generator ran for the strategies the condition
+  uses (each shared prompt prefix once, then every prompt's own and generated tokens), P_gen the
+  generator's parameters (the oracle derives sentences from the facts: no model FLOPs);
 - per-query FLOPs: 2 P x (context + question) tokens; for ICL the context is the corpus (for
   `icl-generator`, the generator's P and its own tokens).
 Augmented FT pays up front and then per query less than ICL, so past
@@ -33,7 +34,7 @@ class CostInputs:
     generator_params: int = 0
     #: tokens processed by training, per FT condition (all epochs)
     train_tokens: dict[str, int] = field(default_factory=dict)
-    #: prompt + generated tokens of each augmentation strategy (0 for the oracle)
+    #: tokens the generator ran per augmentation strategy: shared prefixes once, prompts' own and generated tokens
     augment_tokens: dict[str, int] = field(default_factory=dict)
     #: mean tokens a query processes, per condition (ICL: corpus + question + choices)
     query_tokens: dict[str, float] = field(default_factory=dict)
@@ -130,7 +131,7 @@ def stage_work(inputs: CostInputs) -> list[dict]:
 
     Training: 6 P (LoRA: 4 P) x trained tokens over the training loop's time (setup and export apart), per
     fit. Scoring: 2 P x scored tokens (plus the ICL prefix, encoded once) over the scorers' time,
-    per condition. Augmentation: 2 P_gen x (prompt + generated) tokens over the stage's wall time
+    per condition. Augmentation: 2 P_gen x the tokens it ran over the stage's wall time
     (which includes starting the actors and loading the model)."""
     p = inputs.params
     out = []

@@ -88,7 +88,9 @@ def cost_inputs(cfg: RunConfig, run: Run) -> CostInputs:
         query_tokens[cond] = per_item
     train_tokens = {c: trained_tokens(run, c) for c in cfg.ft_conditions()}
     augment = _stage_summary(run, "augment").get("summary", {})
-    augment_tokens = {s: int(n) for s, n in augment.get("tokens_by_strategy", {}).items()}
+    # the tokens the generator ran (runs before computed_tokens_by_strategy: every prompt's prefix again)
+    computed = augment.get("computed_tokens_by_strategy", augment.get("tokens_by_strategy", {}))
+    augment_tokens = {s: int(n) for s, n in computed.items()}
     seconds = {s: round(run.manifest(s)["seconds"], 1) for s in ("data", "augment", "train", "evaluate") if run.is_done(s)}
     return CostInputs(params=params, generator_params=generator, train_tokens=train_tokens, augment_tokens=augment_tokens,
                       query_tokens=query_tokens, stage_seconds=seconds,

@@ -103,7 +103,7 @@ def render(cfg, rows, conditions, results, plots, audit, costs, inputs: CostInpu
             + (f"; the generator's: {inputs.generator_params:,}" if inputs.generator_params else "")
             + f". Training = {4 if inputs.lora else 6} × params × trained tokens"
             f"{' (LoRA: no gradients of the frozen weights)' if inputs.lora else ''}; augmentation = "
-            "2 × the generator's params × (prompt + generated) tokens; a query = 2 × params × (context + question) tokens. "
+            "2 × the generator's params × the tokens it ran (each shared prompt prefix once); a query = 2 × params × (context + question) tokens. "
             "Break-even: queries after which the condition's total cost falls below ICL's.", "",
             "| condition | training | augmentation | up front | tokens / query | per query | break-even vs ICL (queries) |",
             "|---|---|---|---|---|---|---|"]

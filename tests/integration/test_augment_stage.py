@@ -52,6 +52,10 @@ def test_stage_output_and_an_interrupted_run_resumed_with_every_row_exactly_once
     gen = audit["generation"]
     assert gen["local/fakecmp"]["generations"] == 8 and gen["global/fakecmp"]["generations"] == 8
     assert summary["prefix_groups"] == 1 and audit["run"]["prefix_groups"] == 1
+    # the report's FLOPs count each shared prefix once: 8 prompts after one prefix run it 7 times fewer
+    for strategy in ("local", "global"):
+        saved = summary["tokens_by_strategy"][strategy] - summary["computed_tokens_by_strategy"][strategy]
+        assert saved > 0 and saved % 7 == 0, (strategy, saved)
 
     # the same config in another run folder, killed after two shards, then re-run
     cfg, run = make_run(tmp_path, name="killed")

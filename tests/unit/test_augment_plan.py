@@ -119,3 +119,15 @@ def test_config_rejects_many_greedy_samples():
     with pytest.raises(ValueError, match="augment.engine"):
         AugmentConfig(engine="vllm", device="cpu")
     assert AugmentConfig(samples_per_sentence=3, temperature=0.8).samples_per_sentence == 3
+
+
+def test_computed_tokens_count_each_shared_prefix_once_per_strategy():
+    from pipeline.augment.stage import computed_tokens
+
+    gens = [{"strategy": "local", "prefix_key": "L", "prompt_tokens": 100 + k, "new_tokens": 10} for k in range(3)]
+    gens += [{"strategy": "global", "prefix_key": f"G{k % 2}", "prompt_tokens": 500 + 7 * (k % 2) + 5, "new_tokens": 20}
+             for k in range(4)]
+    prefixes = {"L": 100, "G0": 500, "G1": 507}
+    # local: the prefix once (100) + own tokens 0, 1, 2 + 3 x 10 generated
+    # global: two prefixes (500 + 507) + 4 x 5 own tokens + 4 x 20 generated
+    assert computed_tokens(gens, prefixes) == {"local": 100 + 3 + 30, "global": 1007 + 20 + 80}
