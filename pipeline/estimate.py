@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 #: x the data summary's split tokens, per condition) and generation (2 x params x (prompt tokens +
 #: batch x new tokens)). Measured on 2-core machines: docs/results.md, "The run-time estimate".
 #: Where a dtype was not measured for a stage, the stage is estimated at its fp32 rate.
-SHARE = {("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
+SHARE = {("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.58}
+#: Generation has a second part: per decoding step of a generate() call, a cost that does not grow
+#: with the model (Python, the per-layer kernel launches, the cache's bookkeeping); it dominates a
+#: small model's generation. Fitted with the share above to two measured augment stages: the
+#: 135M demo's and the 1.5B's on the reversals world (docs/results.md).
+DECODE_STEP_S = 0.12
 #: Training has two parts, both fitted to measured fits (docs/results.md): its matrix products (6 x
 #: params x tokens, 4 x for LoRA) at this share of the roof in the training dtype, and per
 #: optimizer step a cost per trained weight that a faster matmul unit does not shorten (the
@@ -32,7 +37,7 @@ SHARE = {("evaluate", "fp32"): 0.4, ("augment", "fp32"): 0.18}
 #: left out. One share of the roof for the whole step, fitted to a full fine-tuning in bf16 on
 #: AMX, made a bf16 LoRA fit without AMX 15x too slow.
 TRAIN_MATMUL_SHARE = 0.5
-PARAM_STEP_S = {"fp32": 4.5e-9, "bf16": 6e-9}
+PARAM_STEP_S = {"fp32": 3e-9, "bf16": 6e-9}
 #: Seconds each stage spends outside its matrix products (actors, model loads), and per fit (Ray
 #: Train's start, DeepSpeed's engine, export).
 FIXED_S = {"augment": 20.0, "evaluate": 5.0, "fit": 25.0}
@@ -74,7 +79,8 @@ def seconds(work: Work, roof_flops: dict[str, float], train_dtype: str, score_dt
     out: dict[str, float] = {}
     if work.generate_batches:
         flops = sum(inference_flops(gen, prompt + new * batch) for prompt, new, batch in work.generate_batches)
-        out["augment"] = FIXED_S["augment"] + flops / rate("augment", gen_dtype, roof_flops)
+        steps = sum(new for _, new, _ in work.generate_batches)
+        out["augment"] = FIXED_S["augment"] + flops / rate("augment", gen_dtype, roof_flops) + steps * DECODE_STEP_S
     if work.fits:
         steps = sum(s for s, _ in work.fits.values())
         tokens = sum(t for _, t in work.fits.values())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.estimate import FIXED_S, PARAM_STEP_S, TRAIN_MATMUL_SHARE, Work, rate, seconds
+from pipeline.estimate import DECODE_STEP_S, FIXED_S, PARAM_STEP_S, TRAIN_MATMUL_SHARE, Work, rate, seconds
 
 
 def test_each_stage_is_its_fixed_cost_plus_its_flops_at_its_share_of_the_roof():
@@ -14,13 +14,15 @@ def test_each_stage_is_its_fixed_cost_plus_its_flops_at_its_share_of_the_roof():
                 scored_tokens=10_000)
     roofs = {"fp32": 1e9, "bf16": 4e9}
     est = seconds(work, roofs, train_dtype="bf16", score_dtype="fp32", gen_dtype="fp32")
-    assert est["augment"] == pytest.approx(FIXED_S["augment"] + 2e6 * (100 + 10 * 4) / rate("augment", "fp32", roofs))
+    assert est["augment"] == pytest.approx(FIXED_S["augment"] + 2e6 * (100 + 10 * 4) / rate("augment", "fp32", roofs)
+                                           + 10 * DECODE_STEP_S)  # one call of 10 decoding steps
     per_weight = 13 * 1_000_000 * PARAM_STEP_S["bf16"]  # 13 optimizer steps over a million weights
     assert est["train"] == pytest.approx(2 * FIXED_S["fit"] + per_weight + 6e6 * 5_000 / (4e9 * TRAIN_MATMUL_SHARE))
     assert est["evaluate"] == pytest.approx(FIXED_S["evaluate"] + 2e6 * 10_000 / rate("evaluate", "fp32", roofs))
     faster = seconds(work, {"fp32": 2e9, "bf16": 8e9}, "bf16", "fp32", "fp32")
-    for stage in est:  # twice the roof: the matrix products' part halves; the fixed and per-weight parts stay
-        fixed = 2 * FIXED_S["fit"] + per_weight if stage == "train" else FIXED_S[stage]
+    for stage in est:  # twice the roof: the matrix products' part halves; the fixed, per-weight, per-step parts stay
+        fixed = {"train": 2 * FIXED_S["fit"] + per_weight, "augment": FIXED_S["augment"] + 10 * DECODE_STEP_S,
+                 "evaluate": FIXED_S["evaluate"]}[stage]
         assert faster[stage] - fixed == pytest.approx((est[stage] - fixed) / 2)
 
 
@@ -44,7 +46,8 @@ def test_another_generator_writes_and_scores_at_its_own_size_and_dtype():
     work = Work(params=1_000_000, generator_params=10_000_000, generate_batches=[(100, 10, 4)],
                 scored_tokens=10_000, generator_scored_tokens=3_000)
     est = seconds(work, roofs, train_dtype="fp32", score_dtype="fp32", gen_dtype="bf16")
-    assert est["augment"] == pytest.approx(FIXED_S["augment"] + 2e7 * (100 + 10 * 4) / rate("augment", "bf16", roofs))
+    assert est["augment"] == pytest.approx(FIXED_S["augment"] + 2e7 * (100 + 10 * 4) / rate("augment", "bf16", roofs)
+                                           + 10 * DECODE_STEP_S)
     assert est["evaluate"] == pytest.approx(FIXED_S["evaluate"] + 2e6 * 10_000 / rate("evaluate", "fp32", roofs)
                                             + 2e7 * 3_000 / rate("evaluate", "bf16", roofs))
 
