@@ -97,11 +97,10 @@ def condition_names(cfg: RunConfig) -> list[str]:
 
 def condition_spec(cfg: RunConfig, run: Run, name: str, contexts: dict | None = None) -> ConditionSpec:
     """Where condition `name` gets its model; `contexts` (world -> IclContext) for `icl` and `icl-generator`."""
+    ctx = tuple((w, c.text) for w, c in sorted((contexts or {}).items())) if name in ICL_CONDITIONS else ()
     if name == GENERATOR_ICL:
-        ctx = tuple((w, c.text) for w, c in sorted((contexts or {}).items()))
         return ConditionSpec(name, cfg.augment.generator, cfg.augment.generator, contexts=ctx)
     if name in BASE_WEIGHT_CONDITIONS:
-        ctx = tuple((w, c.text) for w, c in sorted((contexts or {}).items())) if name == "icl" else ()
         return ConditionSpec(name, cfg.model, cfg.model, contexts=ctx)
     if name in FT_STRATEGIES:
         path = run.path("models", name)

@@ -112,7 +112,7 @@ def plan_work(cfg, run, reuse: bool = False) -> Work:
     train = [d for d in docs if d["origin"] == "train"]
     aug = cfg.augment
     strategies = cfg.strategies()
-    generator = {"local", "global"} & set(strategies) or GENERATOR_ICL in cfg.conditions
+    generator = bool({"local", "global"} & set(strategies)) or GENERATOR_ICL in cfg.conditions
     work = Work(params=parameter_count(local_model_folder(cfg.model)), lora=cfg.train.lora is not None,
                 generator_params=parameter_count(local_model_folder(aug.generator)) if generator else 0)
     extra: list[dict] = []

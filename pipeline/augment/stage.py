@@ -155,9 +155,8 @@ def computed_tokens(generations: list[dict], prefix_tokens: dict[str, int]) -> d
     out: dict[str, int] = {}
     for strategy in dict.fromkeys(g["strategy"] for g in generations):
         gens = [g for g in generations if g["strategy"] == strategy]
-        keys = {g["prefix_key"] for g in gens if g.get("prefix_key")}
-        out[strategy] = sum(prefix_tokens[k] for k in keys) + sum(
-            g["prompt_tokens"] - prefix_tokens.get(g.get("prefix_key") or "", 0) + g["new_tokens"] for g in gens)
+        out[strategy] = sum(prefix_tokens[k] for k in {g["prefix_key"] for g in gens}) + sum(
+            g["prompt_tokens"] - prefix_tokens[g["prefix_key"]] + g["new_tokens"] for g in gens)
     return out
 
 

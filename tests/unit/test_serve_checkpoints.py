@@ -44,6 +44,8 @@ def test_icl_and_base_score_with_the_base_weights(run, tiny_model_dir):
     assert [weights_for_condition(c, cfg, r) for c in ("base", "icl", "ft")] == ["base", "base", "ft"]
     with pytest.raises(KeyError):
         weights_for_condition("ft+local", cfg, r)
+    with pytest.raises(KeyError):  # the generator's ICL is scored offline only: not a served model
+        weights_for_condition("icl-generator", cfg, r)
 
 
 def test_lora_adapter_is_merged_onto_the_base(run, tiny_model_dir):
