@@ -6,9 +6,13 @@ torch build or thread count is measured afresh. `cached` only reads the cache (t
 and never runs a matmul); `measure_and_cache` fills it; `python -m pipeline.roofline` measures the
 dtypes and thread count the stages use and prints the table.
 
-The roof is the best of several timed windows of square products (the fastest window is the one
-least disturbed by other work on a shared machine): what torch's matmul sustains, not a vendor
-peak. A stage's fraction of roof is its cost-model FLOPs (`pipeline.report.cost`) over its
+The roof is the best of several timed windows of square products: what torch's matmul sustains,
+not a vendor peak. Each window also records the CPUs the process had during it (its CPU time over
+the wall time): with another process on the cores a 2-thread product gets, say, 1.2 of 2 CPUs
+and runs at about half speed, so only a window with nearly all of them (`QUIET_SHARE`) counts as a
+roof. A measurement without one is used by the process that took it but not cached (a warning
+says so), and the cache keeps the highest quiet measurement; entries written before the CPU share
+was recorded are measured again once. A stage's fraction of roof is its cost-model FLOPs (`pipeline.report.cost`) over its
 measured time, divided by this. `bf16_pays` compares the two dtypes' roofs: `train.bf16: auto`
 trains in bf16 on a CPU where that says bf16 is the faster path.
 """
@@ -30,6 +34,10 @@ CACHE_FILE = "roofline.json"
 MEASURE_COMMAND = "python -m pipeline.roofline"
 
 
+#: A window is quiet when the process had at least this share of the CPUs its threads can use.
+QUIET_SHARE = 0.9
+
+
 @dataclass(frozen=True)
 class Roof:
     dtype: str
@@ -37,6 +45,24 @@ class Roof:
     flops_per_s: float
     size: int
     key: str
+    #: CPUs the process had in the measuring window (None: an entry from before this was recorded)
+    cpus: float | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    flops_per_s: float  # the best quiet window's, else the best window's
+    cpus: float  # CPUs the process had in that window
+    quiet: bool
+
+
+def usable_cpus(threads: int) -> int:
+    """CPUs `threads` threads of this process can run on at once."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    return max(1, min(threads, available))
 
 
 def cpu_model() -> str:
@@ -81,11 +107,14 @@ def cached_flops_per_s(dtype: str, threads: int | None = None) -> float | None:
     return found.flops_per_s if found else None
 
 
-def matmul_flops_per_s(dtype: str, threads: int, size: int = 2048, seconds: float = 1.0, windows: int = 5) -> float:
-    """Best FLOP/s of `windows` timed windows of size x size products (2 size^3 FLOPs each)."""
+def matmul_flops_per_s(dtype: str, threads: int, size: int = 2048, seconds: float = 1.0, windows: int = 5) -> Measurement:
+    """Best FLOP/s of timed windows of size x size products (2 size^3 FLOPs each): `windows` windows
+    of seconds / windows each, and up to three times as many more while none was quiet (a machine
+    busy for a moment, as when a Ray worker measures while its cluster starts)."""
     import torch
 
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    needed = QUIET_SHARE * usable_cpus(threads)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -93,34 +122,51 @@ def matmul_flops_per_s(dtype: str, threads: int, size: int = 2048, seconds: floa
         b = torch.randn(size, size).to(torch_dtype)
         out = torch.empty(size, size, dtype=torch_dtype)
         torch.mm(a, b, out=out)  # warm-up: packing, kernel selection
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        per_call = max(time.perf_counter() - start, 1e-6)
+        per_call, cpus = _timed(lambda: torch.mm(a, b, out=out), 1)
         if per_call >= seconds:  # one product outlasts the budget (an emulated dtype): that one call is the rate
-            return 2.0 * size ** 3 / per_call
+            return Measurement(2.0 * size ** 3 / per_call, cpus, cpus >= needed)
         calls = max(1, int(seconds / windows / per_call))
-        best = 0.0
-        for _ in range(windows):
-            start = time.perf_counter()
-            for _ in range(calls):
-                torch.mm(a, b, out=out)
-            best = max(best, 2.0 * size ** 3 * calls / (time.perf_counter() - start))
-        return best
+        measured: list[tuple[float, float]] = []  # (FLOP/s, CPUs) per window
+        for i in range(4 * windows):
+            wall, cpus = _timed(lambda: torch.mm(a, b, out=out), calls)
+            measured.append((2.0 * size ** 3 * calls / wall, cpus))
+            if i + 1 >= windows and any(c >= needed for _, c in measured):
+                break
+        quiet = [m for m in measured if m[1] >= needed]
+        flops, cpus = max(quiet or measured)
+        return Measurement(flops, cpus, bool(quiet))
     finally:
         torch.set_num_threads(previous)
 
 
+def _timed(call, n: int) -> tuple[float, float]:
+    """(wall seconds, CPUs this process had) over `n` calls."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        call()
+    wall, cpu = max(time.perf_counter() - wall, 1e-9), time.process_time() - cpu
+    return wall, cpu / wall
+
+
 def measure_and_cache(dtype: str, threads: int, size: int = 2048, seconds: float = 1.0, path: Path | None = None) -> Roof:
-    """Measure the roof and cache it; a higher cached value of the same key stays (other work on
-    the machine can only slow a measurement down, so the highest is the closest to the roof)."""
+    """Measure the roof and cache it if a window was quiet. A higher quiet cached value of the same
+    key stays (other work on the machine can only slow a measurement down); an entry without a
+    recorded CPU share is replaced by a quiet measurement."""
     from pipeline.records import write_json
 
     path = path or cache_path()
     key = machine_key(dtype, threads)
-    roof = Roof(dtype, threads, matmul_flops_per_s(dtype, threads, size, seconds), size, key)
+    m = matmul_flops_per_s(dtype, threads, size, seconds)
+    roof = Roof(dtype, threads, m.flops_per_s, size, key, round(m.cpus, 2))
+    if not m.quiet:
+        log.warning("matmul roof %s, %d threads: %.1f GFLOP/s measured while other work held the cores (this "
+                    "process had %.1f of %d CPUs): used now, not cached; `%s` on a quiet machine caches it",
+                    dtype, threads, roof.flops_per_s / 1e9, m.cpus, usable_cpus(threads), MEASURE_COMMAND)
+        return roof
     entries = _read(path)
-    if entries.get(key, {}).get("flops_per_s", 0) > roof.flops_per_s:
-        return Roof(**entries[key])
+    old = entries.get(key, {})
+    if old.get("cpus") is not None and old.get("flops_per_s", 0) > roof.flops_per_s:
+        return Roof(**old)
     entries[key] = asdict(roof)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, entries)
@@ -129,9 +175,10 @@ def measure_and_cache(dtype: str, threads: int, size: int = 2048, seconds: float
 
 
 def roof(dtype: str, threads: int) -> Roof:
-    """The cached roof, measured first if this machine has none yet (benchmarks and `bf16_pays`;
-    the report never measures)."""
-    return cached(dtype, threads) or measure_and_cache(dtype, threads)
+    """The cached roof, measured first if this machine has none yet, or only one from before the
+    CPU share was recorded (benchmarks, the estimate and `bf16_pays`; the report never measures)."""
+    found = cached(dtype, threads)
+    return found if found is not None and found.cpus is not None else measure_and_cache(dtype, threads)
 
 
 #: On a CPU, bf16 trains faster than fp32 where its matmul roof is at least this many times fp32's.
@@ -174,12 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per dtype and thread count")
     args = parser.parse_args(argv)
     print(f"CPU {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}")
-    print("| dtype | threads | GFLOP/s |\n|---|---|---|")
+    print("| dtype | threads | GFLOP/s | CPUs the process had |\n|---|---|---|---|")
     for threads in args.threads:
         for dtype in args.dtypes:
             r = measure_and_cache(dtype, threads, args.size, args.seconds)
-            print(f"| {dtype} | {threads} | {r.flops_per_s / 1e9:.1f} |")
-    print(f"\ncached in {cache_path()}")
+            print(f"| {dtype} | {threads} | {r.flops_per_s / 1e9:.1f} | {r.cpus if r.cpus is not None else '-'} |")
+    print(f"\ncache: {cache_path()} (quiet measurements only)")
 
 
 if __name__ == "__main__":
