@@ -12,9 +12,9 @@ the wall time): with another process on the cores a 2-thread product gets, say, 
 and runs at about half speed, so only a window with nearly all of them (`QUIET_SHARE`) counts as a
 roof. A measurement without one is used by the process that took it but not cached (a warning
 says so), and the cache keeps the highest quiet measurement; entries written before the CPU share
-was recorded are measured again once. A stage's fraction of roof is its cost-model FLOPs (`pipeline.report.cost`) over its
-measured time, divided by this. `bf16_pays` compares the two dtypes' roofs: `train.bf16: auto`
-trains in bf16 on a CPU where that says bf16 is the faster path.
+was recorded are measured again once. A stage's fraction of roof is its cost-model FLOPs
+(`pipeline.report.cost`) over its measured time, divided by this. `bf16_pays` compares the two
+dtypes' roofs: `train.bf16: auto` trains in bf16 on a CPU where that says bf16 is the faster path.
 """
 
 from __future__ import annotations
