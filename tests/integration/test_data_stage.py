@@ -130,6 +130,8 @@ def test_shipped_configs_build(monkeypatch):
     assert tests == {i["item_id"]: i["prompt"] for i in items}
     assert sum(i["world"] == "reversals" and is_validation(i["split"]) for i in full_items) == 40  # 20 facts, 2 splits
     assert sum(i["world"] == "celebrities" and is_validation(i["split"]) for i in full_items) > 0
+    assert sum(i["world"] == "semantic" and i["split"] == "val_rephrase" for i in full_items) == 40
+    assert full.train == demo.train  # the recipe chosen there is the one the demo trains with
 
 
 @pytest.mark.slow
