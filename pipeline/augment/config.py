@@ -38,8 +38,8 @@ class AugmentConfig(Section):
         8, gt=0, description="Global augmentation: target documents per world (taken group by group, so few prefixes are encoded); null = all."
     )
     oracle_max_per_world: int | None = Field(
-        None, gt=0, description="Oracle: at most this many sentences per world: first those that state what a test or "
-        "validation item asks, then a seeded sample of the rest (in order); null = all, the true upper bound. A cap below "
+        None, gt=0, description="Oracle: at most this many sentences per world: first those that state what a test "
+        "item asks, then what a validation item asks, then a seeded sample of the rest (in order); null = all, the true upper bound. A cap below "
         "the items' count trades the oracle's coverage (see the audit) for training time."
     )
     global_prefix_max_tokens: int | None = Field(

@@ -51,20 +51,27 @@ def asked_rows(rows: list[dict], module, facts: list[dict], items: list[dict]) -
     return {r["doc_id"] for r in rows if any(tuple(t) in asked for t in module.parse(r["text"], facts) or ())}
 
 
-def cap_per_world(rows: list[dict], limit: int | None, seed: int, asked: set[str] = frozenset()) -> list[dict]:
+def cap_per_world(rows: list[dict], limit: int | None, seed: int, asked: set[str] = frozenset(),
+                  validation_asked: set[str] = frozenset()) -> list[dict]:
     """At most `limit` rows per world, worlds in name order, each world's in their own order; None
-    keeps all. The rows in `asked` (doc ids, `asked_rows`) are kept first, a seeded sample of them
-    (`seeded_subset`) where there are more than `limit`; the rest of the budget is a seeded sample
-    of the others. So a capped oracle still states what the tests need: a uniform sample of the
-    families world's 800 sentences at 60 stated 8 of 132 tested reversals."""
+    keeps all. The rows in `asked` (doc ids, `asked_rows` of the test items) are kept first, a
+    seeded sample of them (`seeded_subset`) where there are more than `limit`; then those in
+    `validation_asked` (the validation items'), so that turning validation splits on does not take
+    the budget from what the tests need; the rest of the budget is a seeded sample of the others.
+    So a capped oracle still states what the tests need: a uniform sample of the families world's
+    800 sentences at 60 stated 8 of 132 tested reversals."""
     if limit is None:
         return rows
     out = []
     for world in sorted({r["world"] for r in rows}):
         mine = [r for r in rows if r["world"] == world]
         first = seeded_subset([r for r in mine if r["doc_id"] in asked], limit, seed, f"oracle/{world}/asked")
-        others = [r for r in mine if r["doc_id"] not in asked]
+        val = [r for r in mine if r["doc_id"] in validation_asked and r["doc_id"] not in asked]
+        if val and len(first) < limit:
+            first += seeded_subset(val, limit - len(first), seed, f"oracle/{world}/validation")
+        taken = {id(r) for r in first}
+        others = [r for r in mine if id(r) not in taken and r["doc_id"] not in asked]
         rest = seeded_subset(others, limit - len(first), seed, f"oracle/{world}") if len(first) < limit else []
-        kept = {id(r) for r in first + rest}
+        kept = taken | {id(r) for r in rest}
         out += [r for r in mine if id(r) in kept]
     return out

@@ -30,6 +30,7 @@ from pipeline.config import RunConfig
 from pipeline.logs import Progress
 from pipeline.records import Doc, Fact, Item, read_records, write_json, write_records
 from pipeline.runs import Run
+from pipeline.worlds import is_validation
 
 log = logging.getLogger(__name__)
 NEEDS_RAY = True
@@ -162,9 +163,9 @@ def computed_tokens(generations: list[dict], prefix_tokens: dict[str, int]) -> d
 
 def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], items: list[dict], index) -> tuple[list[dict], dict, list[str]]:
     """The oracle's documents (those not already training sentences, capped per world with the
-    ones items ask kept first), their counts per world, and the worlds that have no oracle.
-    `index`: `training_index(train)`."""
-    rows, without, asked = [], [], set()
+    ones test items ask kept first, then those validation items ask), their counts per world, and
+    the worlds that have no oracle. `index`: `training_index(train)`."""
+    rows, without, asked, validation_asked = [], [], set(), set()
     for world in sorted({d["world"] for d in train}):
         module = world_module(world)
         if module is None or not hasattr(module, "oracle"):
@@ -173,10 +174,12 @@ def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], items: li
         mine = [f for f in facts if f["world"] == world]
         made = oracle_docs(world, module, mine, [d for d in train if d["world"] == world])
         if cfg.augment.oracle_max_per_world is not None:
-            asked |= asked_rows(made, module, mine, [i for i in items if i["world"] == world])
+            theirs = [i for i in items if i["world"] == world]
+            asked |= asked_rows(made, module, mine, [i for i in theirs if not is_validation(i["split"])])
+            validation_asked |= asked_rows(made, module, mine, [i for i in theirs if is_validation(i["split"])])
         rows += made
     rows, counts = dedupe_oracle(rows, index)
-    return cap_per_world(rows, cfg.augment.oracle_max_per_world, cfg.seed, asked), counts, without
+    return cap_per_world(rows, cfg.augment.oracle_max_per_world, cfg.seed, asked, validation_asked), counts, without
 
 
 def run(cfg: RunConfig, run: Run, *, after_shard=None) -> dict:

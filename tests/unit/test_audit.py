@@ -117,6 +117,21 @@ def test_oracle_cap_keeps_the_rows_items_ask_first():
     assert kept(cap_per_world(rows, 20, 0, asked={"a1"})) == kept(rows)
 
 
+def test_oracle_cap_gives_validation_rows_what_the_test_rows_leave():
+    rows = [{"world": "a", "doc_id": f"a{i}"} for i in range(10)]
+    kept = lambda capped: set(r["doc_id"] for r in capped)  # noqa: E731
+    test, val = {"a1", "a2"}, {f"a{i}" for i in range(3, 9)}
+    for seed in range(5):
+        capped = kept(cap_per_world(rows, 4, seed, asked=test, validation_asked=val))
+        assert len(capped) == 4 and test <= capped and capped - test <= val  # tests first, then validation
+    # validation rows that also fill the cap leave the tests' rows untouched; room left goes to the rest
+    assert kept(cap_per_world(rows, 2, 0, asked=test, validation_asked=val)) == test
+    assert kept(cap_per_world(rows, 5, 0, asked=test, validation_asked={"a3"})) >= {"a1", "a2", "a3"}
+    assert len(cap_per_world(rows, 5, 0, asked=test, validation_asked={"a3"})) == 5
+    # without validation rows the cap is what it was
+    assert cap_per_world(rows, 4, 0, asked=test, validation_asked=frozenset()) == cap_per_world(rows, 4, 0, asked=test)
+
+
 def test_capped_oracle_states_every_tested_inference_of_the_families_demo():
     from pipeline.augment.audit import audit_world
     from pipeline.augment.postprocess import training_index
@@ -136,3 +151,24 @@ def test_capped_oracle_states_every_tested_inference_of_the_families_demo():
     assert len(sampled) == 60
     low = audit_world("families", families, facts, items, {"oracle": sampled})["strategies"]["oracle"]["reversal_coverage"]
     assert low < 0.5
+
+
+def test_validation_items_do_not_crowd_the_tests_out_of_a_capped_oracle():
+    """Semantic at demo size with 40 validation items per split asks more inferences than a cap
+    of 60 states: every tested one is still stated, and the validation splits get the rest."""
+    from pipeline.augment.audit import audit_world
+    from pipeline.augment.postprocess import training_index
+    from pipeline.augment.stage import build_oracle
+    from pipeline.config import RunConfig
+    from pipeline.worlds import semantic
+    from test_worlds import world_config
+
+    docs, items, facts = semantic.build(world_config("semantic", "demo", validation_items=40), 0)
+    cfg = RunConfig.model_validate({"name": "x", "conditions": ["ft+oracle"], "augment": {"oracle_max_per_world": 60}})
+    rows = build_oracle(cfg, docs, facts, items, training_index(docs))[0]
+    assert len(rows) == 60
+    coverage = audit_world("semantic", semantic, facts, items, {"oracle": rows})["strategies"]["oracle"]["coverage_by_split"]
+    inferred = {s: c["coverage"] for s, c in coverage.items() if not s.endswith("rephrase")}  # rephrase: stated facts
+    assert {s: c for s, c in inferred.items() if not s.startswith("val_")} == dict.fromkeys(
+        ["category_holdout", "reversal", "syllogism"], 1.0), coverage
+    assert 0 < min(c for s, c in inferred.items() if s.startswith("val_")) < 1
