@@ -16,6 +16,7 @@ import math
 import os
 
 from pipeline.train.config import TrainConfig
+from pipeline.train.jit_ops import load_shm_op
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ def build_engine(model_path: str, train: TrainConfig, total_steps: int, num_work
     )
     notices = io.StringIO()
     with contextlib.redirect_stdout(notices):  # DeepSpeed prints its op-build notices; they go to debug
+        if not train.use_gpu:
+            load_shm_op()  # compiled on first use; a build killed earlier must not hang this one
         engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler,
             config=deepspeed_config(train, num_workers, bf16), dist_init_required=False,
