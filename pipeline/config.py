@@ -76,6 +76,11 @@ class RunConfig(Section):
         scheme, sep, rest = self.output_dir.partition("://")
         if sep and not rest.strip("/"):
             raise ValueError(f"output_dir: {self.output_dir!r} names no bucket or folder; e.g. {scheme}://BUCKET/runs")
+        caps = self.augment.oracle_max_per_world
+        for world in caps if isinstance(caps, dict) else ():
+            if world not in self.data.enabled():
+                raise ValueError(f"augment.oracle_max_per_world: {world!r} is not a world of this run; "
+                                 f"its worlds: {self.data.enabled()}")
         if "generator" not in self.augment.model_fields_set:
             # the model under study writes its own augmentations unless another is configured
             self.augment.generator = self.model.model_copy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from pipeline.section import ModelConfig, Section
 
@@ -37,10 +37,11 @@ class AugmentConfig(Section):
     max_docs_per_world: int | None = Field(
         8, gt=0, description="Global augmentation: target documents per world (taken group by group, so few prefixes are encoded); null = all."
     )
-    oracle_max_per_world: int | None = Field(
-        None, gt=0, description="Oracle: at most this many sentences per world: first those that state what a test "
+    oracle_max_per_world: PositiveInt | dict[str, PositiveInt | None] | None = Field(
+        None, description="Oracle: at most this many sentences per world: first those that state what a test "
         "item asks, then what a validation item asks, then a seeded sample of the rest (in order); null = all, the true upper bound. A cap below "
-        "the items' count trades the oracle's coverage (see the audit) for training time."
+        "the items' count trades the oracle's coverage (see the audit) for training time. A mapping caps each world it names "
+        "(world: cap, null = all) and leaves the others whole, e.g. {reversals: 120, semantic: 60}."
     )
     global_prefix_max_tokens: int | None = Field(
         4096, gt=0, description="Global augmentation: tokens of the shared corpus prefix; a world's corpus beyond it (or beyond the "
@@ -74,3 +75,16 @@ class AugmentConfig(Section):
         if self.engine == "vllm" and self.device == "cpu":
             raise ValueError("augment.engine: 'vllm' runs only on CUDA GPUs; it cannot be combined with augment.device=cpu")
         return self
+
+    def oracle_cap(self, world: str) -> int | None:
+        """`oracle_max_per_world` for `world` (None: no cap)."""
+        return world_cap(self.oracle_max_per_world, world)
+
+
+OracleCaps = int | dict[str, int | None] | None
+
+
+def world_cap(caps: OracleCaps, world: str) -> int | None:
+    """The cap of `world` in an `oracle_max_per_world` value: the number, the mapping's entry
+    (a world it does not name: None), or None."""
+    return caps.get(world) if isinstance(caps, dict) else caps

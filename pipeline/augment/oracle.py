@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from pipeline.augment.config import OracleCaps, world_cap
 from pipeline.augment.plan import seeded_subset
 from pipeline.augment.postprocess import doc_id
 
@@ -51,20 +52,23 @@ def asked_rows(rows: list[dict], module, facts: list[dict], items: list[dict]) -
     return {r["doc_id"] for r in rows if any(tuple(t) in asked for t in module.parse(r["text"], facts) or ())}
 
 
-def cap_per_world(rows: list[dict], limit: int | None, seed: int, asked: set[str] = frozenset(),
+def cap_per_world(rows: list[dict], caps: OracleCaps, seed: int, asked: set[str] = frozenset(),
                   validation_asked: set[str] = frozenset()) -> list[dict]:
-    """At most `limit` rows per world, worlds in name order, each world's in their own order; None
-    keeps all. The rows in `asked` (doc ids, `asked_rows` of the test items) are kept first, a
-    seeded sample of them (`seeded_subset`) where there are more than `limit`; then those in
+    """At most its cap (`caps`: an `augment.oracle_max_per_world` value) rows of each world,
+    worlds in name order, each world's in their own order; a world without a cap keeps all. The
+    rows in `asked` (doc ids, `asked_rows` of the test items) are kept first, a seeded sample of
+    them (`seeded_subset`) where there are more than the cap; then those in
     `validation_asked` (the validation items'), so that turning validation splits on does not take
     the budget from what the tests need; the rest of the budget is a seeded sample of the others.
     So a capped oracle still states what the tests need: a uniform sample of the families world's
     800 sentences at 60 stated 8 of 132 tested reversals."""
-    if limit is None:
-        return rows
     out = []
     for world in sorted({r["world"] for r in rows}):
         mine = [r for r in rows if r["world"] == world]
+        limit = world_cap(caps, world)
+        if limit is None:
+            out += mine
+            continue
         first = seeded_subset([r for r in mine if r["doc_id"] in asked], limit, seed, f"oracle/{world}/asked")
         val = [r for r in mine if r["doc_id"] in validation_asked and r["doc_id"] not in asked]
         if val and len(first) < limit:

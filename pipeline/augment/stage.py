@@ -173,7 +173,7 @@ def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], items: li
             continue
         mine = [f for f in facts if f["world"] == world]
         made = oracle_docs(world, module, mine, [d for d in train if d["world"] == world])
-        if cfg.augment.oracle_max_per_world is not None:
+        if cfg.augment.oracle_cap(world) is not None:
             theirs = [i for i in items if i["world"] == world]
             asked |= asked_rows(made, module, mine, [i for i in theirs if not is_validation(i["split"])])
             validation_asked |= asked_rows(made, module, mine, [i for i in theirs if is_validation(i["split"])])

@@ -5,6 +5,7 @@ import pytest
 import test_augment_fake_world as fake
 from pipeline.augment.audit import build_audit, format_audit, label
 from pipeline.augment.oracle import cap_per_world, oracle_docs
+from pipeline.config import RunConfig
 from pipeline.records import Doc, validate_rows
 
 DOCS, ITEMS, FACTS = fake.build()
@@ -103,6 +104,21 @@ def test_oracle_cap_keeps_a_seeded_ordered_sample_per_world():
     assert capped == [r for r in rows if r in capped]  # original order kept
     assert capped == cap_per_world(rows, 3, seed=0) and capped != cap_per_world(rows, 3, seed=1)
     assert cap_per_world(rows, None, seed=0) == rows
+    per_world = cap_per_world(rows, {"a": 2, "b": None}, seed=0)  # c not named: whole, like b
+    assert [sum(r["world"] == w for r in per_world) for w in "abc"] == [2, 10, 1]
+    assert [r for r in per_world if r["world"] == "a"] == [r for r in cap_per_world(rows, 2, seed=0) if r["world"] == "a"]
+
+
+@pytest.mark.parametrize("caps, error", [
+    ({"families": 50}, "augment.oracle_max_per_world: 'families' is not a world of this run"),
+    ({"reversals": 0}, "oracle_max_per_world"),
+    (0, "oracle_max_per_world"),
+])
+def test_oracle_caps_name_a_world_of_the_run_and_are_positive(caps, error):
+    raw = {"name": "x", "data": {"reversals": {}}, "augment": {"oracle_max_per_world": caps}}
+    with pytest.raises(ValueError, match=error):
+        RunConfig.model_validate(raw)
+    assert RunConfig.model_validate({**raw, "augment": {"oracle_max_per_world": {"reversals": 5}}}).augment.oracle_cap("reversals") == 5
 
 
 def test_oracle_cap_keeps_the_rows_items_ask_first():
