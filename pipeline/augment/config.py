@@ -76,9 +76,6 @@ class AugmentConfig(Section):
             raise ValueError("augment.engine: 'vllm' runs only on CUDA GPUs; it cannot be combined with augment.device=cpu")
         return self
 
-    def oracle_cap(self, world: str) -> int | None:
-        """`oracle_max_per_world` for `world` (None: no cap)."""
-        return world_cap(self.oracle_max_per_world, world)
 
 
 OracleCaps = int | dict[str, int | None] | None

@@ -16,6 +16,7 @@ import logging
 
 from pipeline.augment.audit import build_audit, format_audit
 from pipeline.augment.generation import failed, generate_resumable, prepare_shard_dir, run_hf, work_left
+from pipeline.augment.config import world_cap
 from pipeline.augment.oracle import asked_rows, cap_per_world, oracle_docs
 from pipeline.augment.plan import (
     LOCAL_PREFIX,
@@ -173,7 +174,7 @@ def build_oracle(cfg: RunConfig, train: list[dict], facts: list[dict], items: li
             continue
         mine = [f for f in facts if f["world"] == world]
         made = oracle_docs(world, module, mine, [d for d in train if d["world"] == world])
-        if cfg.augment.oracle_cap(world) is not None:
+        if world_cap(cfg.augment.oracle_max_per_world, world) is not None:
             theirs = [i for i in items if i["world"] == world]
             asked |= asked_rows(made, module, mine, [i for i in theirs if not is_validation(i["split"])])
             validation_asked |= asked_rows(made, module, mine, [i for i in theirs if is_validation(i["split"])])
