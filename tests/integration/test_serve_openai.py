@@ -166,6 +166,9 @@ def test_mixed_load_over_more_models_than_a_replica_holds_has_no_errors(client, 
     """Completions, chats, streams and evaluations over three models on replicas that hold one:
     every answer is right (evictions wait for the requests using a model)."""
     expected = {m: _local_greedy(run_cfg, m, "Hello", 4) for m in ("base", "ft", "ft+oracle")}
+    chat_prompt = load_tokenizer(run_cfg.model).apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    expected_chat = {m: _local_greedy(run_cfg, m, chat_prompt, 3, chat=True) for m in expected}
     item = {"prompt": ITEMS_FULL[0]["prompt"], "choices": ITEMS_FULL[0]["choices"]}
     before = client.get("/v1/stats").json()["generator"]["loads"]
 
@@ -182,9 +185,10 @@ def test_mixed_load_over_more_models_than_a_replica_holds_has_no_errors(client, 
                     lines = [ln for ln in resp.iter_lines() if ln.startswith("data: {")]
                 text = "".join(json.loads(ln[6:])["choices"][0]["text"] for ln in lines) if resp.status_code == 200 else None
             elif kind == 2:
-                resp = http.post("/v1/chat/completions", json={"model": model, "max_tokens": 3,
+                resp = http.post("/v1/chat/completions", json={"model": model, "max_tokens": 3, "temperature": 0,
                                                                "messages": [{"role": "user", "content": "Hi"}]})
-                return None if resp.status_code == 200 and resp.json()["usage"]["completion_tokens"] == 3 else resp.text
+                text = resp.json()["choices"][0]["message"]["content"] if resp.status_code == 200 else None
+                return None if text == expected_chat[model] else f"{model} chat: {text!r} != {expected_chat[model]!r}"
             else:
                 condition = {"base": "icl"}.get(model, model)
                 resp = http.post("/v1/evaluate", json={"condition": condition, "items": [item]})
