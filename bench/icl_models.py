@@ -1,11 +1,11 @@
-"""Benchmark: in-context accuracy of each embedded model on the demo's worlds, and its CPU cost.
+"""Benchmark: in-context accuracy of each embedded model on the five worlds, and its CPU cost.
 
 For every embedded model whose packages are installed (the others are skipped with a line saying
-so), builds the worlds with the data stage (`build_worlds` on a run config, `--set` overrides
-applied), scores a sample of items per world and split with the project's scoring function
-(`score_items`) twice: with each world's ICL context from `icl_contexts` read first (the
-evaluate stage's `icl` condition: its instruction, chat template and overflow rules) and without
-it (`base`). Prints one markdown table of accuracy (± standard error) per model, world and split
+so), builds the worlds with the data stage (`build_worlds` on a run config, by default the full
+comparison's configs/reproduce-cpu.yaml, `--set` overrides applied), scores a sample of items
+per world and split with the project's scoring function (`score_items`) twice: with each
+world's ICL context from `icl_contexts` read first (the evaluate stage's `icl` condition: its
+instruction, chat template and overflow rules) and without it (`base`). Prints one markdown table of accuracy (± standard error) per model, world and split
 with n and the chance level, then the cost: seconds per item, tokens per second and the prefix
 sizes, with the CPU capability torch dispatches to. Wall seconds depend on whatever else runs on
 the machine; CPU seconds (this process, all its threads) are printed beside them.
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/demo.yaml", help="run config whose data section builds the worlds")
+    parser.add_argument("--config", default="configs/reproduce-cpu.yaml", help="run config whose data section builds the worlds")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as for `pipeline run` (repeatable)")
     parser.add_argument("--models", nargs="+", default=list(embedded.REGISTRY), help="embedded model names")

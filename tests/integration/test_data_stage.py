@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -115,19 +116,23 @@ def test_shipped_configs_build(monkeypatch):
     docs, items, _ = build_worlds(smoke)
     assert len(smoke.data.enabled()) in (2, 3) and len(docs) < 40 and len(items) < 40
     demo = load_config("configs/demo.yaml")
-    assert demo.data.enabled() == ["reversals", "syllogisms", "semantic", "families", "celebrities"]
+    assert demo.data.enabled() == ["reversals", "families"]
+    docs, items, _ = build_worlds(demo)
+    for world in demo.data.enabled():  # n >= 100 on every split, so that paired intervals are about +-0.1
+        splits = Counter(i["split"] for i in items if i["world"] == world)
+        assert set(splits) == {"reversals": {"rephrase", "reversal"}, "families": {"composition", "reversal"}}[world]
+        assert min(splits.values()) >= 100, (world, splits)
+    assert not any(is_validation(i["split"]) for i in items)  # the demo scores test splits only
     if not CELEBRITIES.is_dir():
         pytest.skip("celebrities data not found")
-    docs, items, _ = build_worlds(demo)
-    for world in demo.data.enabled():
-        n = sum(i["world"] == world for i in items)
-        assert 20 <= n <= 60, (world, n)
-    assert not any(is_validation(i["split"]) for i in items)  # the demo scores test splits only
-    # reproduce-cpu: the demo's test items (same prompts), plus the validation splits that chose the recipe
+    # reproduce-cpu: the demo's test items (same prompts) on its worlds, the three other worlds,
+    # and the validation splits that chose the recipe
     full = load_config("configs/reproduce-cpu.yaml")
     _, full_items, _ = build_worlds(full)
-    tests = {i["item_id"]: i["prompt"] for i in full_items if not is_validation(i["split"])}
+    tests = {i["item_id"]: i["prompt"] for i in full_items
+             if not is_validation(i["split"]) and i["world"] in demo.data.enabled()}
     assert tests == {i["item_id"]: i["prompt"] for i in items}
+    assert full.data.enabled() == ["reversals", "syllogisms", "semantic", "families", "celebrities"]
     assert sum(i["world"] == "reversals" and is_validation(i["split"]) for i in full_items) == 40  # 20 facts, 2 splits
     assert sum(i["world"] == "celebrities" and is_validation(i["split"]) for i in full_items) > 0
     assert sum(i["world"] == "semantic" and i["split"] == "val_rephrase" for i in full_items) == 40
@@ -135,17 +140,17 @@ def test_shipped_configs_build(monkeypatch):
 
 
 @pytest.mark.slow
-def test_demo_worlds_fit_the_in_context_budget(monkeypatch):
-    """With the embedded model's tokenizer each demo world's training corpus is 500-3,000 tokens."""
-    from pipeline.models import load_tokenizer
+def test_every_demo_world_fits_whole_in_the_models_window(monkeypatch):
+    """ICL puts a world's whole training corpus in context: with the embedded model's tokenizer
+    and window, no demo world needs subsampling or truncation."""
+    from pipeline.evaluate.icl import icl_contexts
+    from pipeline.models import context_window, load_tokenizer
 
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
-    if not CELEBRITIES.is_dir():
-        pytest.skip("celebrities data not found")
     demo = load_config("configs/demo.yaml")
-    docs, _, _ = build_worlds(demo)
-    tok = load_tokenizer(demo.model)
-    for world in demo.data.enabled():
-        texts = [d["text"] for d in docs if d["world"] == world]
-        n = sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
-        assert 500 <= n <= 3000, (world, n)
+    assert demo.evaluate.icl.overflow == "error" and demo.evaluate.icl.doc_fraction == 1.0
+    docs, items, _ = build_worlds(demo)
+    contexts = icl_contexts(demo, docs, items, load_tokenizer(demo.model), context_window(demo.model))
+    assert sorted(contexts) == sorted(demo.data.enabled())
+    for world, ctx in contexts.items():
+        assert ctx.num_docs == ctx.total_docs and 2000 <= ctx.num_tokens <= 8000, (world, ctx)
