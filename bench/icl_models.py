@@ -5,10 +5,11 @@ so), builds the worlds with the data stage (`build_worlds` on a run config, by d
 comparison's configs/reproduce-cpu.yaml, `--set` overrides applied), scores a sample of items
 per world and split with the project's scoring function (`score_items`) twice: with each
 world's ICL context from `icl_contexts` read first (the evaluate stage's `icl` condition: its
-instruction, chat template and overflow rules) and without it (`base`). Prints one markdown table of accuracy (± standard error) per model, world and split
-with n and the chance level, then the cost: seconds per item, tokens per second and the prefix
-sizes, with the CPU capability torch dispatches to. Wall seconds depend on whatever else runs on
-the machine; CPU seconds (this process, all its threads) are printed beside them.
+instruction, chat template and overflow rules) and without it (`base`). Prints one markdown
+table of accuracy (± standard error) per model, world and split with n and the chance level,
+then the cost: seconds per item, tokens per second and the prefix sizes, with the CPU capability
+torch dispatches to. Wall seconds depend on whatever else runs on the machine; CPU seconds
+(this process, all its threads) are printed beside them.
 
     python -m bench.icl_models                                  # every installed model, 8 items per split
     python -m bench.icl_models --items 0 --models qwen2.5-coder-0.5b-instruct   # every item
