@@ -157,6 +157,8 @@ def derive(facts: list[dict]) -> dict[tuple[str, str, str], list[str]]:
             for g, fid2 in sorted(parents.get(p, {}).items()):
                 add(g, "grandparent_of", c, [fid, fid2])
             for sib, fid3 in sorted(children[p].items()):
+                if sib == c:  # c is no sibling of itself, nor aunt or uncle of its own children
+                    continue
                 add(sib, "sibling_of", c, [fid, fid3])
                 for n, fid4 in sorted(children.get(c, {}).items()):
                     add(sib, "aunt_uncle_of", n, [fid4, fid, fid3])
